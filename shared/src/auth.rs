@@ -1,0 +1,497 @@
+//! AuthToken: JWT verification and scopes.
+//!
+//! Tokens are verified with `jsonwebtoken` (aws-lc-rs backend) against one configured key:
+//! an HS* shared secret (local and dev), or an RSA/EC public key in PEM. `exp`, `iss`, `aud` and
+//! `sub` are required, `nbf` is checked, with 60 s of leeway; `alg: none` cannot even be named.
+//! A failed check is one [`AuthError::Unauthorized`]: callers learn nothing about which check
+//! failed. The token itself is never logged.
+
+use std::fmt;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Secret};
+use crate::event::is_valid_user_id;
+
+/// Leeway for `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `events:write`: send events.
+    EventsWrite,
+    /// `events:read`: read one's own events back.
+    EventsRead,
+    /// `counts:read`: read counts.
+    CountsRead,
+    /// `admin`: manage routes, read any user's events; implies the read scopes.
+    Admin,
+}
+
+impl Scope {
+    /// The scope as written in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventsWrite => "events:write",
+            Self::EventsRead => "events:read",
+            Self::CountsRead => "counts:read",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::EventsWrite,
+            Self::EventsRead,
+            Self::CountsRead,
+            Self::Admin,
+        ]
+        .into_iter()
+        .find(|scope| scope.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The verified caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`: the user id events are stored under.
+    pub sub: String,
+    scopes: u8,
+}
+
+impl Principal {
+    /// A principal with the given scopes (for tests and the local stack).
+    pub fn new(sub: impl Into<String>, scopes: &[Scope]) -> Self {
+        Self {
+            sub: sub.into(),
+            scopes: scopes.iter().fold(0, |acc, s| acc | s.bit()),
+        }
+    }
+
+    /// Whether the token grants `scope` (`admin` grants the read scopes too, not `events:write`,
+    /// so an admin token is never mistaken for a client's).
+    pub fn has(&self, scope: Scope) -> bool {
+        let admin_implies = matches!(scope, Scope::EventsRead | Scope::CountsRead)
+            && self.scopes & Scope::Admin.bit() != 0;
+        self.scopes & scope.bit() != 0 || admin_implies
+    }
+
+    /// `Ok` when the token grants `scope`, else [`AuthError::Forbidden`].
+    pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden(scope))
+        }
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("sub", &self.sub)
+            .field("scopes", &format_args!("{:04b}", self.scopes))
+            .finish()
+    }
+}
+
+/// Why a request is not let in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable bearer token: missing, malformed, bad signature, expired, wrong issuer or
+    /// audience, algorithm not allowed, unusable `sub` (HTTP 401, deliberately vague).
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// A valid token without the scope the operation needs (HTTP 403).
+    #[error("token lacks scope `{}`", .0.as_str())]
+    Forbidden(Scope),
+}
+
+/// The key tokens are verified with.
+#[derive(Clone)]
+pub enum VerificationKey {
+    /// HS256/384/512 shared secret.
+    Secret(Secret),
+    /// RSA or EC public key, PEM.
+    PublicKeyPem(String),
+}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
+            Self::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+        }
+    }
+}
+
+/// Auth settings, read from `JWT_ALGORITHMS`, `JWT_SECRET` / `JWT_PUBLIC_KEY`, `JWT_ISSUER`,
+/// `JWT_AUDIENCE`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Accepted `alg` values.
+    pub algorithms: Vec<Algorithm>,
+    /// The verification key.
+    pub key: VerificationKey,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+}
+
+impl AuthConfig {
+    /// Reads the auth settings through `env` (see [`crate::config::Env`]).
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, ConfigError> {
+        let algorithms_raw = env.required("JWT_ALGORITHMS")?;
+        let algorithms = parse_algorithms(&algorithms_raw)
+            .map_err(|reason| ConfigError::invalid("JWT_ALGORITHMS", reason))?;
+        let key = match (env.optional("JWT_SECRET"), env.optional("JWT_PUBLIC_KEY")) {
+            (Some(secret), None) => VerificationKey::Secret(Secret::new(secret)),
+            (None, Some(pem)) => VerificationKey::PublicKeyPem(pem),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "JWT_PUBLIC_KEY",
+                    "set either JWT_SECRET or JWT_PUBLIC_KEY, not both",
+                ));
+            }
+            (None, None) => return Err(ConfigError::Missing("JWT_PUBLIC_KEY")),
+        };
+        Ok(Self {
+            algorithms,
+            key,
+            issuer: env.required("JWT_ISSUER")?,
+            audience: env.required("JWT_AUDIENCE")?,
+        })
+    }
+}
+
+fn parse_algorithms(raw: &str) -> Result<Vec<Algorithm>, String> {
+    let mut out = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let alg = match name {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            other => return Err(format!("unsupported algorithm `{other}`")),
+        };
+        out.push(alg);
+    }
+    if out.is_empty() {
+        return Err("name at least one algorithm, e.g. RS256".into());
+    }
+    Ok(out)
+}
+
+/// Verifies bearer tokens. Built once at cold start.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<ScpClaim>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScpClaim {
+    Spaced(String),
+    List(Vec<String>),
+}
+
+impl Verifier {
+    /// Builds a verifier; fails when the key does not fit the algorithms.
+    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let hmac = config
+            .algorithms
+            .iter()
+            .all(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+        let key = match &config.key {
+            VerificationKey::Secret(secret) => {
+                if !hmac {
+                    return Err(ConfigError::invalid(
+                        "JWT_ALGORITHMS",
+                        "JWT_SECRET only goes with HS256/HS384/HS512",
+                    ));
+                }
+                if secret.expose().len() < 32 {
+                    return Err(ConfigError::invalid(
+                        "JWT_SECRET",
+                        "must be at least 32 bytes",
+                    ));
+                }
+                DecodingKey::from_secret(secret.expose().as_bytes())
+            }
+            VerificationKey::PublicKeyPem(pem) => {
+                if config
+                    .algorithms
+                    .iter()
+                    .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+                {
+                    // A public key is public: accepting HS* with it would let anyone sign.
+                    return Err(ConfigError::invalid(
+                        "JWT_ALGORITHMS",
+                        "HS* algorithms need JWT_SECRET, not a public key",
+                    ));
+                }
+                let pem = pem.as_bytes();
+                DecodingKey::from_rsa_pem(pem)
+                    .or_else(|_| DecodingKey::from_ec_pem(pem))
+                    .map_err(|_| {
+                        ConfigError::invalid("JWT_PUBLIC_KEY", "not an RSA or EC public key in PEM")
+                    })?
+            }
+        };
+        let mut validation = Validation::new(config.algorithms[0]);
+        validation.algorithms = config.algorithms.clone();
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Self { key, validation })
+    }
+
+    /// Verifies a compact JWT and returns the caller.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                tracing::debug!(reason = ?e.kind(), "token refused");
+                AuthError::Unauthorized
+            })?;
+        let claims = data.claims;
+        if !is_valid_user_id(&claims.sub) {
+            return Err(AuthError::Unauthorized);
+        }
+        let mut scopes = 0u8;
+        let mut grant = |s: &str| {
+            if let Some(scope) = Scope::parse(s) {
+                scopes |= scope.bit();
+            }
+        };
+        claims
+            .scope
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .for_each(&mut grant);
+        match &claims.scp {
+            Some(ScpClaim::Spaced(s)) => s.split(' ').for_each(&mut grant),
+            Some(ScpClaim::List(list)) => list.iter().for_each(|s| grant(s)),
+            None => {}
+        }
+        Ok(Principal {
+            sub: claims.sub,
+            scopes,
+        })
+    }
+
+    /// Verifies the `Authorization: Bearer <token>` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Unauthorized)?;
+        self.verify(token)
+    }
+}
+
+/// Claims of a token minted by [`mint_hs256`].
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    scope: &'a str,
+}
+
+/// Mints an HS256 token (the local stack's dev tokens and tests).
+pub fn mint_hs256(
+    secret: &Secret,
+    issuer: &str,
+    audience: &str,
+    sub: &str,
+    scope: &str,
+    ttl_secs: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = MintClaims {
+        sub,
+        iss: issuer,
+        aud: audience,
+        iat: now,
+        exp: now + ttl_secs,
+        scope,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
+
+    fn verifier() -> Verifier {
+        Verifier::new(&AuthConfig {
+            algorithms: vec![Algorithm::HS256],
+            key: VerificationKey::Secret(Secret::new(SECRET.into())),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+        })
+        .unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn minted_token_verifies_with_its_scopes() {
+        let t = mint_hs256(
+            &Secret::new(SECRET.into()),
+            "iss",
+            "aud",
+            "u1",
+            "events:write counts:read",
+            60,
+        )
+        .unwrap();
+        let p = verifier()
+            .authenticate(Some(&format!("Bearer {t}")))
+            .unwrap();
+        assert_eq!(p.sub, "u1");
+        assert!(p.has(Scope::EventsWrite));
+        assert!(p.has(Scope::CountsRead));
+        assert!(!p.has(Scope::EventsRead));
+        assert_eq!(
+            p.require(Scope::Admin),
+            Err(AuthError::Forbidden(Scope::Admin))
+        );
+    }
+
+    #[test]
+    fn scp_claim_as_list_is_read() {
+        let t = token(serde_json::json!({
+            "sub": "u1", "iss": "iss", "aud": "aud", "exp": now() + 60, "scp": ["events:read"]
+        }));
+        assert!(verifier().verify(&t).unwrap().has(Scope::EventsRead));
+    }
+
+    #[test]
+    fn required_claims_and_windows_are_enforced() {
+        let base = serde_json::json!({"sub": "u1", "iss": "iss", "aud": "aud", "exp": now() + 600});
+        let cases = [
+            (
+                "expired past leeway",
+                serde_json::json!({"exp": now() - 120}),
+            ),
+            ("not yet valid", serde_json::json!({"nbf": now() + 600})),
+            ("wrong issuer", serde_json::json!({"iss": "other"})),
+            ("wrong audience", serde_json::json!({"aud": "other"})),
+            ("unusable sub", serde_json::json!({"sub": "has space"})),
+        ];
+        for (what, patch) in cases {
+            let mut claims = base.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            assert_eq!(
+                verifier().verify(&token(claims)),
+                Err(AuthError::Unauthorized),
+                "{what}"
+            );
+        }
+        for missing in ["sub", "exp", "iss", "aud"] {
+            let mut claims = base.clone();
+            claims.as_object_mut().unwrap().remove(missing);
+            assert_eq!(
+                verifier().verify(&token(claims)),
+                Err(AuthError::Unauthorized),
+                "missing {missing}"
+            );
+        }
+        // Inside the leeway is still fine.
+        let mut claims = base.clone();
+        claims["exp"] = (now() - 30).into();
+        assert!(verifier().verify(&token(claims)).is_ok());
+    }
+
+    #[test]
+    fn header_must_be_bearer_with_a_token() {
+        let v = verifier();
+        for h in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Basic abc"),
+        ] {
+            assert_eq!(v.authenticate(h), Err(AuthError::Unauthorized), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn admin_implies_reads_but_not_writes() {
+        let p = Principal::new("a", &[Scope::Admin]);
+        assert!(p.has(Scope::EventsRead) && p.has(Scope::CountsRead));
+        assert!(!p.has(Scope::EventsWrite));
+    }
+
+    #[test]
+    fn secret_with_asymmetric_algorithms_is_a_config_error() {
+        let err = Verifier::new(&AuthConfig {
+            algorithms: vec![Algorithm::RS256],
+            key: VerificationKey::Secret(Secret::new(SECRET.into())),
+            issuer: "i".into(),
+            audience: "a".into(),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("JWT_ALGORITHMS"));
+    }
+}

@@ -1,0 +1,489 @@
+//! The `events` DynamoDB table: [`EventStore`] on `BatchWriteItem`, [`EventReader`] on `Query`.
+//!
+//! Layout (DESIGN "Data"): `pk = USER#<userId>`, `sk = EVT#<id>` — never a timestamp, so a
+//! re-sent or redelivered event overwrites itself. The global secondary index [`TIME_INDEX`]
+//! (`pk`, `timestamp`) serves time-ordered reads. `data` is a JSON string attribute.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use base64::Engine;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::event::StoredEvent;
+use crate::ports::{
+    EventPage, EventQuery, EventReader, EventStore, ReadError, StoreError, WriteOutcome,
+};
+use crate::retry::Backoff;
+
+/// Most items in one `BatchWriteItem` call.
+pub const MAX_ITEMS_PER_CALL: usize = 25;
+/// `BatchWriteItem` calls in flight at once per invocation.
+pub const CONCURRENT_CALLS: usize = 4;
+/// Attempts per call before the unprocessed items are reported as failed.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// Name of the global secondary index for time-ordered reads.
+pub const TIME_INDEX: &str = "byTime";
+
+/// Partition key of a user's events.
+pub fn partition_key(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+/// Sort key of an event.
+pub fn sort_key(id: &str) -> String {
+    format!("EVT#{id}")
+}
+
+/// Maps events to and from items.
+fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let mut item = HashMap::with_capacity(14);
+    item.insert("pk".into(), AttributeValue::S(partition_key(&e.user_id)));
+    item.insert("sk".into(), AttributeValue::S(sort_key(&e.id)));
+    item.insert(
+        "schemaVersion".into(),
+        AttributeValue::N(e.schema_version.to_string()),
+    );
+    item.insert("id".into(), s(&e.id));
+    item.insert("type".into(), s(&e.kind));
+    item.insert("userId".into(), s(&e.user_id));
+    item.insert("timestamp".into(), s(&e.timestamp));
+    item.insert("receivedAt".into(), s(&e.received_at));
+    item.insert("environment".into(), s(&e.environment));
+    if let Some(v) = &e.origin {
+        item.insert("origin".into(), s(v));
+    }
+    if let Some(v) = &e.session_id {
+        item.insert("sessionId".into(), s(v));
+    }
+    if let Some(data) = e.data {
+        item.insert("data".into(), s(data.get()));
+    }
+    if let Some(ttl) = ttl_secs
+        && let Some(received) = crate::time::parse(&e.received_at)
+    {
+        // From the receive time, never the store time: a redelivered record must produce an
+        // identical item, or DynamoDB would emit a MODIFY for it.
+        item.insert(
+            "expiresAt".into(),
+            AttributeValue::N((received.timestamp() + ttl).to_string()),
+        );
+    }
+    item
+}
+
+/// Reads an item back into a [`StoredEvent`] borrowing the item's strings.
+pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredEvent<'_>, String> {
+    let s = |k: &str| -> Result<&str, String> {
+        match item.get(k) {
+            Some(AttributeValue::S(v)) => Ok(v.as_str()),
+            _ => Err(format!("item lacks string attribute `{k}`")),
+        }
+    };
+    let opt = |k: &str| match item.get(k) {
+        Some(AttributeValue::S(v)) => Some(v.as_str().into()),
+        _ => None,
+    };
+    let schema_version = match item.get("schemaVersion") {
+        Some(AttributeValue::N(n)) => n.parse().map_err(|_| "bad schemaVersion".to_string())?,
+        _ => return Err("item lacks schemaVersion".into()),
+    };
+    let data = match item.get("data") {
+        Some(AttributeValue::S(text)) => {
+            Some(serde_json::from_str::<&RawValue>(text).map_err(|e| format!("bad data: {e}"))?)
+        }
+        _ => None,
+    };
+    Ok(StoredEvent {
+        schema_version,
+        id: s("id")?.into(),
+        kind: s("type")?.into(),
+        user_id: s("userId")?.into(),
+        timestamp: s("timestamp")?.into(),
+        received_at: s("receivedAt")?.into(),
+        environment: s("environment")?.into(),
+        origin: opt("origin"),
+        session_id: opt("sessionId"),
+        data,
+    })
+}
+
+/// The `events` table.
+#[derive(Debug, Clone)]
+pub struct EventTable {
+    client: Client,
+    table: String,
+    ttl_secs: Option<i64>,
+}
+
+impl EventTable {
+    /// The table `table`; items expire `ttl_days` after receipt when set.
+    pub fn new(client: Client, table: impl Into<String>, ttl_days: Option<u32>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ttl_secs: ttl_days.map(|d| i64::from(d) * 86_400),
+        }
+    }
+
+    /// Writes one call's worth of requests, retrying `UnprocessedItems` with backoff.
+    /// Returns the keys still unwritten, with the error that explains them.
+    async fn write_call(
+        &self,
+        mut requests: Vec<WriteRequest>,
+    ) -> Result<(), (Vec<WriteRequest>, StoreError)> {
+        let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
+        loop {
+            let result = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests.clone())
+                .send()
+                .await;
+            let error = match result {
+                Ok(output) => {
+                    let unprocessed = output
+                        .unprocessed_items
+                        .and_then(|mut m| m.remove(&self.table))
+                        .unwrap_or_default();
+                    if unprocessed.is_empty() {
+                        return Ok(());
+                    }
+                    tracing::debug!(unprocessed = unprocessed.len(), "retrying UnprocessedItems");
+                    requests = unprocessed;
+                    StoreError::Unavailable(format!("{} items stayed unprocessed", requests.len()))
+                }
+                Err(e) if super::is_retryable(&e) => StoreError::Unavailable(super::describe(&e)),
+                Err(e) => return Err((requests, StoreError::Refused(super::describe(&e)))),
+            };
+            if backoff.attempts() + 1 >= MAX_ATTEMPTS {
+                return Err((requests, error));
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+}
+
+/// Groups the inputs into calls: each key once (its **last** occurrence), at most
+/// [`MAX_ITEMS_PER_CALL`] per call. Returns the calls as input indices, and for every input
+/// the index that represents it.
+pub fn plan_calls(keys: &[(&str, &str)]) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        last.insert(*key, i);
+    }
+    let representative: Vec<usize> = keys.iter().map(|k| last[k]).collect();
+    let survivors: Vec<usize> = (0..keys.len())
+        .filter(|&i| representative[i] == i)
+        .collect();
+    let calls = survivors
+        .chunks(MAX_ITEMS_PER_CALL)
+        .map(<[usize]>::to_vec)
+        .collect();
+    (calls, representative)
+}
+
+fn key_of(request: &WriteRequest) -> Option<(String, String)> {
+    let item = &request.put_request.as_ref()?.item;
+    match (item.get("pk"), item.get("sk")) {
+        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+            Some((pk.clone(), sk.clone()))
+        }
+        _ => None,
+    }
+}
+
+impl EventStore for EventTable {
+    async fn write_events(&self, events: &[StoredEvent<'_>]) -> WriteOutcome {
+        let keys: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.user_id.as_ref(), e.id.as_ref()))
+            .collect();
+        let (calls, representative) = plan_calls(&keys);
+        let calls = calls.into_iter().map(|indices| {
+            let requests: Vec<WriteRequest> = indices
+                .iter()
+                .map(|&i| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(to_item(&events[i], self.ttl_secs)))
+                        .build()
+                        .expect("item is set");
+                    WriteRequest::builder().put_request(put).build()
+                })
+                .collect();
+            async move {
+                match self.write_call(requests).await {
+                    Ok(()) => (indices, Vec::new(), None),
+                    Err((left, error)) => {
+                        let left: Vec<(String, String)> = left.iter().filter_map(key_of).collect();
+                        (indices, left, Some(error))
+                    }
+                }
+            }
+        });
+        let results: Vec<_> = futures::stream::iter(calls)
+            .buffer_unordered(CONCURRENT_CALLS)
+            .collect()
+            .await;
+
+        let mut failed_representatives = Vec::new();
+        let mut outcome = WriteOutcome::default();
+        for (indices, left, error) in results {
+            if error.is_none() {
+                continue;
+            }
+            for i in indices {
+                let key = (partition_key(keys[i].0), sort_key(keys[i].1));
+                if left.contains(&key) {
+                    failed_representatives.push(i);
+                }
+            }
+            outcome.error = error;
+        }
+        outcome.failed = (0..events.len())
+            .filter(|i| failed_representatives.contains(&representative[*i]))
+            .collect();
+        outcome
+    }
+}
+
+/// What the opaque cursor holds: the last evaluated key minus the partition, which always comes
+/// from the authenticated caller (a cursor cannot be pointed at another user's events).
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    sk: String,
+    ts: String,
+}
+
+fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Option<String> {
+    let get = |k: &str| match key.get(k) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let cursor = Cursor {
+        sk: get("sk")?,
+        ts: get("timestamp")?,
+    };
+    let json = serde_json::to_vec(&cursor).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode_cursor(cursor: &str, pk: &str) -> Result<HashMap<String, AttributeValue>, ReadError> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ReadError::InvalidCursor)?;
+    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| ReadError::InvalidCursor)?;
+    if !c.sk.starts_with("EVT#") || crate::time::parse(&c.ts).is_none() {
+        return Err(ReadError::InvalidCursor);
+    }
+    Ok(HashMap::from([
+        ("pk".to_string(), AttributeValue::S(pk.to_string())),
+        ("sk".to_string(), AttributeValue::S(c.sk)),
+        ("timestamp".to_string(), AttributeValue::S(c.ts)),
+    ]))
+}
+
+/// Queries a page at most this many times to fill it when a type filter skips items.
+const MAX_QUERY_ROUNDS: usize = 5;
+
+impl EventReader for EventTable {
+    async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
+        let pk = partition_key(&q.user_id);
+        let mut start = q
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c, &pk))
+            .transpose()?;
+        let mut page = EventPage::default();
+        // Bounds that include every canonical timestamp ("~" sorts after every digit).
+        let from = q.from.clone().unwrap_or_else(|| "0000".into());
+        let to = q.to.clone().unwrap_or_else(|| "~".into());
+        for _ in 0..MAX_QUERY_ROUNDS {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(TIME_INDEX)
+                .key_condition_expression("pk = :pk AND #ts BETWEEN :from AND :to")
+                .expression_attribute_names("#ts", "timestamp")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":from", AttributeValue::S(from.clone()))
+                .expression_attribute_values(":to", AttributeValue::S(to.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(q.limit - page.events.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(kind) = &q.kind {
+                request = request
+                    .filter_expression("#type = :type")
+                    .expression_attribute_names("#type", "type")
+                    .expression_attribute_values(":type", AttributeValue::S(kind.clone()));
+            }
+            let output = request.send().await.map_err(|e| {
+                let msg = super::describe(&e);
+                if super::is_retryable(&e) {
+                    StoreError::Unavailable(msg)
+                } else {
+                    StoreError::Refused(msg)
+                }
+            })?;
+            for item in output.items() {
+                let event = from_item(item).map_err(StoreError::Refused)?;
+                let raw = serde_json::value::to_raw_value(&event)
+                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+                page.events.push(raw);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || page.events.len() >= q.limit {
+                break;
+            }
+        }
+        page.cursor = start.as_ref().and_then(encode_cursor);
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::event::SCHEMA_VERSION;
+
+    fn event<'a>(user: &'a str, id: &'a str, data: Option<&'a RawValue>) -> StoredEvent<'a> {
+        StoredEvent {
+            schema_version: SCHEMA_VERSION,
+            id: Cow::Borrowed(id),
+            kind: Cow::Borrowed("t"),
+            user_id: Cow::Borrowed(user),
+            timestamp: Cow::Borrowed("2026-11-26T13:00:00.000Z"),
+            received_at: Cow::Borrowed("2026-11-26T13:00:00.000Z"),
+            environment: Cow::Borrowed("prod"),
+            origin: None,
+            session_id: Some(Cow::Borrowed("s")),
+            data,
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_never_share_a_call_and_the_last_wins() {
+        let keys = [("u", "a"), ("u", "b"), ("u", "a"), ("v", "a")];
+        let (calls, rep) = plan_calls(&keys);
+        assert_eq!(calls, vec![vec![1, 2, 3]]);
+        assert_eq!(rep, vec![2, 1, 2, 3]);
+
+        let many: Vec<(String, String)> = (0..60)
+            .map(|i| ("u".into(), format!("{}", i % 30)))
+            .collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let (calls, _) = plan_calls(&refs);
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [25, 5]);
+        for call in &calls {
+            let mut ks: Vec<_> = call.iter().map(|&i| refs[i]).collect();
+            ks.sort();
+            ks.dedup();
+            assert_eq!(ks.len(), call.len());
+        }
+    }
+
+    #[test]
+    fn item_round_trip_keeps_data_verbatim() {
+        let raw = RawValue::from_string(r#"{"a":[1,2,{"b":1e999}]}"#.into()).unwrap();
+        let e = event("u1", "e1", Some(&raw));
+        let item = to_item(&e, Some(86_400));
+        assert_eq!(item["pk"], AttributeValue::S("USER#u1".into()));
+        assert_eq!(item["sk"], AttributeValue::S("EVT#e1".into()));
+        assert!(item.contains_key("expiresAt"));
+        assert_eq!(from_item(&item).unwrap(), e);
+    }
+
+    fn put(e: &StoredEvent<'_>) -> WriteRequest {
+        WriteRequest::builder()
+            .put_request(
+                PutRequest::builder()
+                    .set_item(Some(to_item(e, None)))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    }
+
+    #[tokio::test]
+    async fn unprocessed_items_are_retried_until_written() {
+        let events = [event("u", "a", None), event("u", "b", None)];
+        let leftover = put(&events[1]);
+        let rule = mock!(Client::batch_write_item)
+            .sequence()
+            .output(move || {
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items("events", vec![leftover.clone()])
+                    .build()
+            })
+            .output(|| BatchWriteItemOutput::builder().build())
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let outcome = EventTable::new(client, "events", None)
+            .write_events(&events)
+            .await;
+        assert!(outcome.is_complete(), "{outcome:?}");
+        assert_eq!(rule.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn items_that_stay_unprocessed_are_reported_with_their_duplicates() {
+        let events = [
+            event("u", "a", None),
+            event("u", "b", None),
+            event("u", "a", None),
+        ];
+        let leftover = put(&events[2]);
+        let rule = mock!(Client::batch_write_item)
+            .sequence()
+            .output(move || {
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items("events", vec![leftover.clone()])
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let outcome = EventTable::new(client, "events", None)
+            .write_events(&events)
+            .await;
+        assert_eq!(outcome.failed, vec![0, 2]);
+        assert!(matches!(outcome.error, Some(StoreError::Unavailable(_))));
+        assert_eq!(rule.num_calls(), MAX_ATTEMPTS as usize);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_tampering() {
+        let key = HashMap::from([
+            ("pk".to_string(), AttributeValue::S("USER#u".into())),
+            ("sk".to_string(), AttributeValue::S("EVT#e".into())),
+            (
+                "timestamp".to_string(),
+                AttributeValue::S("2026-11-26T13:00:00.000Z".into()),
+            ),
+        ]);
+        let c = encode_cursor(&key).unwrap();
+        // The partition always comes from the caller, whatever the cursor held.
+        let back = decode_cursor(&c, "USER#me").unwrap();
+        assert_eq!(back["pk"], AttributeValue::S("USER#me".into()));
+        assert_eq!(back["sk"], key["sk"]);
+        assert!(matches!(
+            decode_cursor("!!", "USER#me"),
+            Err(ReadError::InvalidCursor)
+        ));
+        assert!(matches!(
+            decode_cursor("e30", "USER#me"),
+            Err(ReadError::InvalidCursor)
+        ));
+    }
+}

@@ -1,0 +1,273 @@
+//! The HTTP edge: API Gateway HTTP API (payload 2.0) requests in, JSON responses out.
+//!
+//! [`ApiError`] is the one place where failures become status codes and the
+//! `{"error": {"code", "message"}}` body.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, Method, header};
+use base64::Engine;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::batch::MAX_BODY_BYTES;
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Machine code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// Seconds for `Retry-After` (429, 503).
+    pub retry_after: Option<u32>,
+    /// Extra top-level fields of the body (e.g. `rejected` beside `error`).
+    pub details: Option<(&'static str, serde_json::Value)>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            details: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    /// 404.
+    pub fn not_found() -> Self {
+        Self::new(404, "not_found", "no such resource")
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "method_not_allowed",
+            "method not allowed on this resource",
+        )
+    }
+
+    /// 413.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            413,
+            "payload_too_large",
+            format!("request body is limited to {MAX_BODY_BYTES} bytes after decompression"),
+        )
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(415, "unsupported_media_type", message)
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(503, "service_unavailable", message)
+        }
+    }
+
+    /// 500; the detail goes to the log, not to the client.
+    pub fn internal() -> Self {
+        Self::new(500, "internal_error", "internal error")
+    }
+
+    /// Adds a top-level field to the error body.
+    pub fn with_details(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.details = Some((key, value));
+        self
+    }
+
+    /// The API Gateway response.
+    pub fn into_response(self) -> ApiGatewayV2httpResponse {
+        let mut body = serde_json::json!({
+            "error": {"code": self.code, "message": self.message}
+        });
+        if let Some((key, value)) = self.details {
+            body[key] = value;
+        }
+        let mut response = json_response(self.status, &body);
+        if let Some(secs) = self.retry_after {
+            response
+                .headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized => Self::new(401, "unauthorized", e.to_string()),
+            AuthError::Forbidden(_) => Self::new(403, "forbidden", e.to_string()),
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json_response<T: Serialize + ?Sized>(status: u16, body: &T) -> ApiGatewayV2httpResponse {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    text_response(status, text)
+}
+
+/// A response whose body is already JSON text.
+pub fn text_response(status: u16, json_text: String) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response.headers = headers;
+    response.body = Some(Body::Text(json_text));
+    response
+}
+
+/// The request's method.
+pub fn method(req: &ApiGatewayV2httpRequest) -> &Method {
+    &req.request_context.http.method
+}
+
+/// The request's path (without stage).
+pub fn path(req: &ApiGatewayV2httpRequest) -> &str {
+    req.raw_path
+        .as_deref()
+        .or(req.request_context.http.path.as_deref())
+        .unwrap_or("/")
+}
+
+/// A header's value, when present and visible ASCII.
+pub fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A query parameter's (first) value.
+pub fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.query_string_parameters.first(name)
+}
+
+/// Checks `Content-Type: application/json` (parameters such as `charset` allowed).
+pub fn require_json(req: &ApiGatewayV2httpRequest) -> Result<(), ApiError> {
+    let content_type = header(req, "content-type").unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(
+            "Content-Type must be application/json",
+        ))
+    }
+}
+
+/// The request body as bytes: base64-decoded when API Gateway encoded it, gunzipped when
+/// `Content-Encoding: gzip`, never larger than [`MAX_BODY_BYTES`] (checked while decompressing,
+/// so a gzip bomb costs at most that much memory).
+pub fn body(req: &ApiGatewayV2httpRequest) -> Result<Cow<'_, [u8]>, ApiError> {
+    let raw = req.body.as_deref().unwrap_or("");
+    let bytes: Cow<'_, [u8]> = if req.is_base64_encoded {
+        // Base64 is 4/3 of the bytes: anything longer cannot decode to an acceptable body.
+        if raw.len() > MAX_BODY_BYTES.div_ceil(3) * 4 + 4 {
+            return Err(ApiError::payload_too_large());
+        }
+        Cow::Owned(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .map_err(|_| ApiError::bad_request("invalid_body", "body is not valid base64"))?,
+        )
+    } else {
+        Cow::Borrowed(raw.as_bytes())
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::payload_too_large());
+    }
+    let encoding = header(req, "content-encoding")
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(bytes),
+        "gzip" | "x-gzip" => gunzip_bounded(&bytes, MAX_BODY_BYTES).map(Cow::Owned),
+        _ => Err(ApiError::unsupported_media_type(
+            "Content-Encoding must be gzip or absent",
+        )),
+    }
+}
+
+/// Decompresses gzip, refusing output beyond `limit` bytes.
+pub fn gunzip_bounded(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity((compressed.len() * 4).min(limit + 1));
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| ApiError::bad_request("invalid_body", "body is not valid gzip"))?;
+    if out.len() > limit {
+        return Err(ApiError::payload_too_large());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_within_the_limit_decompresses() {
+        assert_eq!(gunzip_bounded(&gzip(b"hello"), 10).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 50 * 1024 * 1024]);
+        assert!(bomb.len() < 100 * 1024);
+        assert_eq!(
+            gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err().status,
+            413
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_is_a_400() {
+        let g = gzip(b"some body that is long enough to truncate");
+        let err = gunzip_bounded(&g[..g.len() / 2], 1000).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "invalid_body"));
+    }
+
+    #[test]
+    fn error_body_has_code_message_and_retry_after() {
+        let r = ApiError::unavailable("later", 2).into_response();
+        assert_eq!(r.status_code, 503);
+        assert_eq!(r.headers.get("retry-after").unwrap(), "2");
+        let Some(Body::Text(text)) = r.body else {
+            panic!("text body")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "service_unavailable");
+    }
+}

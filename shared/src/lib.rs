@@ -1,0 +1,21 @@
+//! Telemetry Services common crate.
+//!
+//! Everything the Lambda functions share: the [`event`] model and its validation, the ingest
+//! request [`batch`] parser, JWT [`auth`], the Kinesis [`record`] codec, the DynamoDB
+//! item mapping (in [`aws`]), typed [`config`], the I/O [`ports`] with their [`aws`] adapters, [`retry`] policy,
+//! [`metrics`] in CloudWatch Embedded Metric Format and [`logging`].
+//!
+//! Domain modules are plain synchronous Rust over plain types; only [`aws`] knows the SDK.
+
+pub mod auth;
+pub mod aws;
+pub mod batch;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod ports;
+pub mod record;
+pub mod retry;
+pub mod time;
