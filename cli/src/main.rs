@@ -1,1 +1,189 @@
-fn main() {}
+//! `telemetry`: run the pipeline locally, mint dev tokens, send events.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use telemetry_cli::dev::{self, DevState};
+use telemetry_cli::local::{LocalConfig, LocalStack, ResourceNames};
+
+#[derive(Parser)]
+#[command(
+    name = "telemetry",
+    version,
+    about = "Telemetry Services: local stack and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline against the local emulator (AWS_ENDPOINT_URL, default
+    /// http://127.0.0.1:4566) and serve the HTTP API.
+    Local {
+        /// Port of the HTTP API on 127.0.0.1.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Prefix of the stream and table names.
+        #[arg(long, default_value = "telemetry")]
+        prefix: String,
+    },
+    /// Print a DEV-ONLY token signed with the local stack's secret.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "events:write events:read counts:read")]
+        scope: String,
+        /// Lifetime: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = dev::parse_ttl)]
+        ttl: u64,
+    },
+    /// Send sample events and print the answer.
+    Send {
+        /// How many events (split into requests of at most 500).
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+        /// Base URL of the API (default: the local stack's).
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token (default: a dev token for `--sub`).
+        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// User id of the dev token.
+        #[arg(long, default_value = "demo-user")]
+        sub: String,
+        /// Event type.
+        #[arg(long = "type", default_value = "demo.cli_event")]
+        kind: String,
+    },
+}
+
+/// Points the SDK at the emulator with dummy credentials, unless the caller chose otherwise.
+/// Runs before the runtime starts any thread (setting variables is only sound then).
+fn default_to_emulator() {
+    let defaults = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    for (name, value) in defaults {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: single-threaded here: called from `main` before the Tokio runtime exists.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Local { .. }) {
+        default_to_emulator();
+    }
+    telemetry_shared::logging::init_cli();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Local { port, prefix } => local(port, &prefix).await,
+        Command::Token { sub, scope, ttl } => {
+            println!("{}", DevState::load()?.token(&sub, &scope, ttl)?);
+            Ok(())
+        }
+        Command::Send {
+            events,
+            url,
+            token,
+            sub,
+            kind,
+        } => {
+            let state = DevState::load();
+            let url = match (url, &state) {
+                (Some(u), _) => u,
+                (None, Ok(s)) => s.url.clone(),
+                (None, Err(_)) => "http://127.0.0.1:3000".into(),
+            };
+            let token = match token {
+                Some(t) => t,
+                None => state?.token(&sub, "events:write", 3600)?,
+            };
+            let client = reqwest::Client::new();
+            let mut left = events.max(1);
+            while left > 0 {
+                let n = left.min(500);
+                let body = telemetry_cli::send::sample_events(n, &kind);
+                let (status, answer) =
+                    telemetry_cli::send::post_events(&client, &url, &token, &body).await?;
+                println!("{status} {answer}");
+                left -= n;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn local(port: u16, prefix: &str) -> Result<()> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let url = format!("http://127.0.0.1:{port}");
+    let (state, generated) = DevState::from_env(url.clone());
+    let mut config = LocalConfig::new(state.auth_config());
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    config.names = ResourceNames::with_prefix(prefix);
+
+    let sdk = telemetry_shared::aws::sdk_config().await;
+    let mut stack = LocalStack::start(config.clone(), &sdk)
+        .await
+        .with_context(|| format!("starting the local stack against {endpoint} (is the emulator running? `make dev` starts it)"))?;
+    let state_path = state.save()?;
+    let token = state.token("demo-user", "events:write events:read counts:read", 3600)?;
+
+    println!("Telemetry Services, local stack");
+    println!("  HTTP API   {}", stack.url());
+    println!("  emulator   {endpoint}");
+    println!(
+        "  stream     {} ({} shards)",
+        config.names.stream, config.shards
+    );
+    println!(
+        "  tables     {}, {}, {}",
+        config.names.events_table, config.names.counts_table, config.names.routes_table
+    );
+    if generated {
+        println!(
+            "  JWT secret {}  (DEV ONLY, generated; set JWT_SECRET to choose one)",
+            state.secret
+        );
+    }
+    println!(
+        "  issuer     {}   audience {}",
+        state.issuer, state.audience
+    );
+    println!("  state      {}", state_path.display());
+    println!();
+    println!("DEV-ONLY token for sub=demo-user (1 h; `telemetry token --sub NAME` makes others):");
+    println!("{token}");
+    println!();
+    println!("Try:");
+    println!("  TOKEN=$(target/debug/telemetry token --sub demo-user)");
+    println!(
+        "  curl -s -X POST {url}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"type\":\"demo.hello\",\"data\":{{\"n\":1}}}}'"
+    );
+    println!("  curl -s \"{url}/v1/events?limit=10\" -H \"Authorization: Bearer $TOKEN\"");
+    println!();
+    println!("Ctrl-C stops.");
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stack.wait() => anyhow::bail!("the local stack stopped unexpectedly"),
+    }
+    Ok(())
+}

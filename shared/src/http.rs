@@ -27,7 +27,7 @@ pub struct ApiError {
     /// Seconds for `Retry-After` (429, 503).
     pub retry_after: Option<u32>,
     /// Extra top-level fields of the body (e.g. `rejected` beside `error`).
-    pub details: Option<(&'static str, serde_json::Value)>,
+    pub details: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -90,7 +90,7 @@ impl ApiError {
 
     /// Adds a top-level field to the error body.
     pub fn with_details(mut self, key: &'static str, value: serde_json::Value) -> Self {
-        self.details = Some((key, value));
+        self.details = Some(Box::new((key, value)));
         self
     }
 
@@ -99,7 +99,8 @@ impl ApiError {
         let mut body = serde_json::json!({
             "error": {"code": self.code, "message": self.message}
         });
-        if let Some((key, value)) = self.details {
+        if let Some(details) = self.details {
+            let (key, value) = *details;
             body[key] = value;
         }
         let mut response = json_response(self.status, &body);

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod ports;
 pub mod record;
 pub mod retry;
+pub mod sequence;
 pub mod time;

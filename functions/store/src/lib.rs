@@ -1,1 +1,102 @@
-//! placeholder
+//! store: Kinesis event source → decode → `BatchWriteItem` into the `events` table.
+//!
+//! Idempotent (the item key is user + event id), reports partial batch failures with
+//! `batchItemFailures`, and never lets an undecodable record block its shard: such a record is
+//! logged, counted as rejected and skipped.
+
+use aws_lambda_events::kinesis::KinesisEvent;
+use aws_lambda_events::streams::KinesisEventResponse;
+use telemetry_shared::aws::event_table::EventTable;
+use telemetry_shared::config::{ConfigError, Env};
+use telemetry_shared::event::StoredEvent;
+use telemetry_shared::metrics::Metrics;
+use telemetry_shared::ports::EventStore;
+use telemetry_shared::record;
+
+/// store's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `events` table (`EVENTS_TABLE`).
+    pub table: String,
+    /// Days before an event expires (`EVENT_TTL_DAYS`; unset or 0: never).
+    pub ttl_days: Option<u32>,
+}
+
+impl Config {
+    /// Reads the configuration; the error names the variable at fault.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let ttl_days: u32 = env.parsed_or("EVENT_TTL_DAYS", 0)?;
+        Ok(Self {
+            table: env.required("EVENTS_TABLE")?,
+            ttl_days: (ttl_days > 0).then_some(ttl_days),
+        })
+    }
+}
+
+/// The store handler.
+pub struct Store<S> {
+    store: S,
+}
+
+impl<S: EventStore> Store<S> {
+    /// A handler writing to `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// Handles one batch of Kinesis records.
+    pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
+        let mut metrics = Metrics::new("store");
+        let mut events: Vec<StoredEvent<'_>> = Vec::with_capacity(event.records.len());
+        let mut sequence_numbers: Vec<&str> = Vec::with_capacity(event.records.len());
+        for r in &event.records {
+            match record::decode(&r.kinesis.data) {
+                Ok(e) => {
+                    events.push(e);
+                    sequence_numbers.push(&r.kinesis.sequence_number);
+                }
+                Err(e) => {
+                    // Poison: retrying cannot fix it, and reporting it would block the shard.
+                    tracing::error!(
+                        sequence_number = %r.kinesis.sequence_number,
+                        error = %e,
+                        "undecodable record skipped"
+                    );
+                    metrics.rejected("undecodable");
+                }
+            }
+        }
+        let mut response = KinesisEventResponse::default();
+        if !events.is_empty() {
+            let outcome = self.store.write_events(&events).await;
+            metrics.add(
+                "RecordsStored",
+                (events.len() - outcome.failed.len()) as u64,
+            );
+            if let Some(error) = &outcome.error {
+                tracing::warn!(failed = outcome.failed.len(), %error, "some records not stored");
+                metrics.add("RecordsFailed", outcome.failed.len() as u64);
+            }
+            for i in outcome.failed {
+                response.add_failure(sequence_numbers[i]);
+            }
+        }
+        metrics.add("BatchSize", event.records.len() as u64);
+        tracing::info!(
+            records = event.records.len(),
+            failed = response.batch_item_failures.len(),
+            "batch stored"
+        );
+        metrics.flush();
+        response
+    }
+}
+
+/// Builds the production handler.
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Store<EventTable> {
+    Store::new(EventTable::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.table.clone(),
+        config.ttl_days,
+    ))
+}

@@ -1,0 +1,183 @@
+//! Plays API Gateway (HTTP API, payload 2.0) in front of the ingest and query handlers.
+//!
+//! Each HTTP request becomes the `ApiGatewayV2httpRequest` API Gateway would send: headers,
+//! raw and parsed query string, route key, request context, and a body that is base64-encoded
+//! when it is binary (compressed or not UTF-8), as API Gateway does.
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::{
+    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext, ApiGatewayV2httpResponse,
+};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use aws_lambda_events::query_map::QueryMap;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Request, Response, StatusCode};
+use base64::Engine;
+
+/// API Gateway's payload limit.
+const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+
+/// Which function a route goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The ingest function.
+    Ingest,
+    /// The query function.
+    Query,
+}
+
+/// The routes of `template.yaml`'s HTTP API.
+pub fn route(method: &str, path: &str) -> Option<(Target, String)> {
+    let path = path.trim_end_matches('/');
+    let key = |p: &str| format!("{method} {p}");
+    match (method, path) {
+        ("POST", "/v1/events") => Some((Target::Ingest, key(path))),
+        ("GET", "/v1/events" | "/v1/counts" | "/v1/routes") => Some((Target::Query, key(path))),
+        ("PUT" | "DELETE", p) if p.starts_with("/v1/routes/") && p.len() > "/v1/routes/".len() => {
+            Some((Target::Query, key("/v1/routes/{id}")))
+        }
+        _ => None,
+    }
+}
+
+/// Something that answers API Gateway requests (the ingest and query handlers).
+pub type ApiFunction = Arc<
+    dyn Fn(ApiGatewayV2httpRequest) -> futures::future::BoxFuture<'static, ApiGatewayV2httpResponse>
+        + Send
+        + Sync,
+>;
+
+/// The functions behind the gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    /// ingest.
+    pub ingest: ApiFunction,
+    /// query.
+    pub query: ApiFunction,
+}
+
+/// The axum router serving every path through [`handle`].
+pub fn router(gateway: Gateway) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(gateway)
+}
+
+async fn handle(
+    State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    request: Request<Body>,
+) -> Response<Body> {
+    let method = request.method().as_str().to_string();
+    let path = request.uri().path().to_string();
+    let Some((target, route_key)) = route(&method, &path) else {
+        return plain(StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#);
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"message":"Request Entity Too Large"}"#,
+        );
+    };
+
+    let raw_query = parts.uri.query().unwrap_or("").to_string();
+    let encoded = parts.headers.contains_key("content-encoding");
+    let (body, is_base64_encoded) = if bytes.is_empty() {
+        (None, false)
+    } else {
+        match std::str::from_utf8(&bytes) {
+            Ok(text) if !encoded => (Some(text.to_string()), false),
+            _ => (
+                Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                true,
+            ),
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some(route_key.clone());
+    context.stage = Some("$default".into());
+    context.request_id = Some(uuid_like());
+    context.time_epoch = now.timestamp_millis();
+    context.time = Some(now.format("%d/%b/%Y:%H:%M:%S +0000").to_string());
+    context.http.method = parts.method.clone();
+    context.http.path = Some(path.clone());
+    context.http.protocol = Some("HTTP/1.1".into());
+    context.http.source_ip = Some(peer.ip().to_string());
+    context.http.user_agent = parts
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some(route_key);
+    event.raw_path = Some(path);
+    event.query_string_parameters = raw_query.parse::<QueryMap>().unwrap_or_default();
+    event.raw_query_string = Some(raw_query);
+    event.headers = parts.headers;
+    event.request_context = context;
+    event.body = body;
+    event.is_base64_encoded = is_base64_encoded;
+
+    let function = match target {
+        Target::Ingest => &gateway.ingest,
+        Target::Query => &gateway.query,
+    };
+    into_http(function(event).await)
+}
+
+fn uuid_like() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn plain(status: StatusCode, json: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(json))
+        .expect("static response")
+}
+
+/// Turns the function's answer into the HTTP response API Gateway would send.
+pub fn into_http(r: ApiGatewayV2httpResponse) -> Response<Body> {
+    let status = u16::try_from(r.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match r.body {
+        None => Vec::new(),
+        Some(LambdaBody::Text(t)) if r.is_base64_encoded => {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .unwrap_or_default()
+        }
+        Some(LambdaBody::Text(t)) => t.into_bytes(),
+        Some(LambdaBody::Binary(b)) => b,
+        Some(_) => Vec::new(),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = r.headers;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_the_template() {
+        assert_eq!(route("POST", "/v1/events").unwrap().0, Target::Ingest);
+        assert_eq!(route("GET", "/v1/events/").unwrap().0, Target::Query);
+        assert_eq!(
+            route("PUT", "/v1/routes/r1").unwrap().1,
+            "PUT /v1/routes/{id}"
+        );
+        assert_eq!(route("PUT", "/v1/routes/"), None);
+        assert_eq!(route("DELETE", "/v1/events"), None);
+        assert_eq!(route("GET", "/v2/events"), None);
+    }
+}

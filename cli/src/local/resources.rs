@@ -1,0 +1,181 @@
+//! Creates the stack's stream and tables on the emulator, idempotently.
+//!
+//! The shapes match `template.yaml`: the `events` table keyed (pk, sk) with the `byTime` global
+//! index and a `NEW_IMAGE` stream; `counts` keyed (pk, sk); `routes` keyed by `id`.
+
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use telemetry_shared::aws::event_table::TIME_INDEX;
+
+/// Names of everything the stack uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    /// Kinesis stream.
+    pub stream: String,
+    /// `events` table.
+    pub events_table: String,
+    /// `counts` table.
+    pub counts_table: String,
+    /// `routes` table.
+    pub routes_table: String,
+}
+
+impl ResourceNames {
+    /// The names `telemetry local` uses: `<prefix>-events`, `<prefix>-counts`, ...
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            stream: format!("{prefix}-events"),
+            events_table: format!("{prefix}-events"),
+            counts_table: format!("{prefix}-counts"),
+            routes_table: format!("{prefix}-routes"),
+        }
+    }
+}
+
+/// Creates the Kinesis stream with `shards` shards unless it exists; waits until it is active.
+pub async fn ensure_stream(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<()> {
+    let created = client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await;
+    if let Err(e) = created
+        && !e
+            .as_service_error()
+            .is_some_and(|se| se.is_resource_in_use_exception())
+    {
+        return Err(e).with_context(|| format!("creating stream {name}"));
+    }
+    for _ in 0..100 {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .with_context(|| format!("describing stream {name}"))?;
+        let status = summary
+            .stream_description_summary()
+            .map(|s| s.stream_status().as_str().to_string());
+        if status.as_deref() == Some("ACTIVE") {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("stream {name} did not become ACTIVE")
+}
+
+fn attr(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("name and type set")
+}
+
+fn key(name: &str, key_type: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()
+        .expect("name and type set")
+}
+
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    request: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
+    name: &str,
+) -> Result<bool> {
+    match request
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_resource_in_use_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = client;
+            Err(e).with_context(|| format!("creating table {name}"))
+        }
+    }
+}
+
+async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> Result<()> {
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()
+                .expect("fields set"),
+        )
+        .send()
+        .await
+        .with_context(|| format!("enabling TTL on {table}"))?;
+    Ok(())
+}
+
+/// Creates the three tables unless they exist.
+pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNames) -> Result<()> {
+    let events = client
+        .create_table()
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("timestamp"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(TIME_INDEX)
+                .key_schema(key("pk", KeyType::Hash))
+                .key_schema(key("timestamp", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("fields set"),
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .expect("fields set"),
+        );
+    if create_table(client, events, &names.events_table).await? {
+        enable_ttl(client, &names.events_table, "expiresAt").await?;
+    }
+    let counts = client
+        .create_table()
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range));
+    if create_table(client, counts, &names.counts_table).await? {
+        enable_ttl(client, &names.counts_table, "expiresAt").await?;
+    }
+    let routes = client
+        .create_table()
+        .attribute_definitions(attr("id"))
+        .key_schema(key("id", KeyType::Hash));
+    create_table(client, routes, &names.routes_table).await?;
+    Ok(())
+}
