@@ -1,1 +1,362 @@
+//! Support for the end-to-end tests: the emulator, a local stack per test, tokens, an HTTP
+//! client, and a TCP proxy that can play an outage.
+//!
+//! Every test gets its own stream and tables (unique names), so tests run in parallel and never
+//! see each other's data. The emulator is required: without `TELEMETRY_EMULATOR_URL` (set by
+//! `make test`) or when nothing answers there, tests fail with a message saying so.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::Region;
+use aws_sdk_dynamodb::config::Credentials;
+use serde_json::Value;
+use telemetry_cli::local::{LocalConfig, LocalStack, ResourceNames};
+use telemetry_shared::auth::{AuthConfig, VerificationKey};
+use telemetry_shared::config::Secret;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// Test-only HS256 secret of the test stacks.
+pub const TEST_SECRET: &str = "test-only-secret-not-for-any-real-deployment";
+/// Issuer of test tokens.
+pub const ISSUER: &str = "telemetry-test";
+/// Audience of test tokens.
+pub const AUDIENCE: &str = "telemetry";
+
+/// The emulator's URL, or a panic explaining how to get one.
+pub fn emulator_url() -> String {
+    let url = std::env::var("TELEMETRY_EMULATOR_URL").unwrap_or_else(|_| {
+        panic!(
+            "TELEMETRY_EMULATOR_URL is not set: the end-to-end tests need the moto emulator. \
+             Run them with `make test`, which installs and starts it."
+        )
+    });
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if std::net::TcpStream::connect_timeout(
+        &addr
+            .parse()
+            .expect("TELEMETRY_EMULATOR_URL is http://HOST:PORT"),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!("the emulator is not answering at {url}: start it with `make test` (or `make dev`)");
+    }
+    url
+}
+
+/// SDK configuration for `endpoint` with dummy credentials and the shared timeouts.
+pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    telemetry_shared::aws::sdk_config_loader()
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A unique name prefix for one test's resources.
+pub fn unique_prefix() -> String {
+    format!("t{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff)
+}
+
+/// The test stacks' auth: HS256 with [`TEST_SECRET`].
+pub fn hs256_auth() -> AuthConfig {
+    AuthConfig {
+        algorithms: vec![jsonwebtoken::Algorithm::HS256],
+        key: VerificationKey::Secret(Secret::new(TEST_SECRET.into())),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+    }
+}
+
+/// A token from the test issuer.
+pub fn token(sub: &str, scope: &str) -> String {
+    telemetry_shared::auth::mint_hs256(
+        &Secret::new(TEST_SECRET.into()),
+        ISSUER,
+        AUDIENCE,
+        sub,
+        scope,
+        600,
+    )
+    .expect("sign")
+}
+
+/// One test's pipeline: a local stack on a free port with its own stream and tables.
+pub struct TestStack {
+    /// The running stack.
+    pub stack: LocalStack,
+    /// Its resource names.
+    pub names: ResourceNames,
+    /// SDK configuration the stack uses.
+    pub sdk: aws_config::SdkConfig,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// Options of a [`TestStack`].
+pub struct StackOptions {
+    /// Auth configuration.
+    pub auth: AuthConfig,
+    /// Endpoint the stack talks to (default: the emulator).
+    pub endpoint: Option<String>,
+    /// Shards of the stream.
+    pub shards: i32,
+    /// ingest's retry budget.
+    pub retry_budget: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            auth: hs256_auth(),
+            endpoint: None,
+            shards: 2,
+            retry_budget: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TestStack {
+    /// A stack with the default options.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// A stack with `options`.
+    pub async fn start_with(options: StackOptions) -> Self {
+        let endpoint = options.endpoint.unwrap_or_else(emulator_url);
+        let sdk = sdk_config_for(&endpoint).await;
+        let names = ResourceNames::with_prefix(&unique_prefix());
+        let mut config = LocalConfig::new(options.auth);
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.names = names.clone();
+        config.shards = options.shards;
+        config.poll_interval = Duration::from_millis(100);
+        config.ingest_retry_budget = options.retry_budget;
+        let stack = LocalStack::start(config, &sdk)
+            .await
+            .expect("local stack starts against the emulator");
+        Self {
+            stack,
+            names,
+            sdk,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// URL of `path` on the stack's API.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.url())
+    }
+
+    /// POST /v1/events with a JSON body.
+    pub async fn post_events(&self, token: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        read(r).await
+    }
+
+    /// GET `path_and_query` with a token.
+    pub async fn get(&self, token: &str, path_and_query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path_and_query))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        read(r).await
+    }
+
+    /// Every event of `token`'s user, paging through `GET /v1/events`.
+    pub async fn all_events(&self, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                None => "/v1/events?limit=100".to_string(),
+                Some(c) => format!("/v1/events?limit=100&cursor={c}"),
+            };
+            let (status, body) = self.get(token, &path).await;
+            assert_eq!(status, 200, "{body}");
+            out.extend(body["events"].as_array().expect("events").iter().cloned());
+            match body["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Polls `GET /v1/events` until `expected` events are there (or `timeout`), returning them.
+    pub async fn wait_for_events(
+        &self,
+        token: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let events = self.all_events(token).await;
+            if events.len() >= expected || start.elapsed() > timeout {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Status and JSON body (Null when not JSON).
+pub async fn read(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `{"events": [...]}` of `n` events `{"type": kind, "id": "<prefix><i>"}`.
+pub fn batch_with_ids(n: usize, kind: &str, prefix: &str) -> Value {
+    let events: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"type": kind, "id": format!("{prefix}{i}"), "data": {"i": i}}))
+        .collect();
+    serde_json::json!({ "events": events })
+}
+
+/// A TCP proxy in front of the emulator that can play an outage: while down, it closes the
+/// connections it holds and stops listening, so new connections are refused, as with a stopped
+/// server; when up again it listens on the same address.
+pub struct OutageProxy {
+    /// Where the proxy listens.
+    pub addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OutageProxy {
+    /// A proxy forwarding to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let down = Arc::new(AtomicBool::new(false));
+        let changed = Arc::new(Notify::new());
+        let (d, c) = (Arc::clone(&down), Arc::clone(&changed));
+        let task = tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                if d.load(Ordering::SeqCst) {
+                    listener = None; // refuse connections
+                    c.notified().await;
+                    continue;
+                }
+                let l = match &listener {
+                    Some(l) => l,
+                    None => match TcpListener::bind(addr).await {
+                        Ok(l) => listener.insert(l),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    },
+                };
+                tokio::select! {
+                    accepted = l.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        let upstream = upstream.clone();
+                        let c = Arc::clone(&c);
+                        tokio::spawn(async move {
+                            let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = c.notified() => {}
+                            }
+                        });
+                    }
+                    _ = c.notified() => {}
+                }
+            }
+        });
+        Self {
+            addr,
+            down,
+            changed,
+            task,
+        }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts (`true`) or ends (`false`) the outage.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Drop for OutageProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every item of a table (a scan; test tables are small).
+pub async fn scan_all(
+    sdk: &aws_config::SdkConfig,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items().iter().cloned());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it is true or `timeout` passes; returns the last result.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -90,7 +90,6 @@ fn key(name: &str, key_type: KeyType) -> KeySchemaElement {
 }
 
 async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
     request: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
     name: &str,
 ) -> Result<bool> {
@@ -107,10 +106,7 @@ async fn create_table(
         {
             Ok(false)
         }
-        Err(e) => {
-            let _ = client;
-            Err(e).with_context(|| format!("creating table {name}"))
-        }
+        Err(e) => Err(e).with_context(|| format!("creating table {name}")),
     }
 }
 
@@ -160,7 +156,7 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNa
                 .build()
                 .expect("fields set"),
         );
-    if create_table(client, events, &names.events_table).await? {
+    if create_table(events, &names.events_table).await? {
         enable_ttl(client, &names.events_table, "expiresAt").await?;
     }
     let counts = client
@@ -169,13 +165,13 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNa
         .attribute_definitions(attr("sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range));
-    if create_table(client, counts, &names.counts_table).await? {
+    if create_table(counts, &names.counts_table).await? {
         enable_ttl(client, &names.counts_table, "expiresAt").await?;
     }
     let routes = client
         .create_table()
         .attribute_definitions(attr("id"))
         .key_schema(key("id", KeyType::Hash));
-    create_table(client, routes, &names.routes_table).await?;
+    create_table(routes, &names.routes_table).await?;
     Ok(())
 }

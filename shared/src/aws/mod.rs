@@ -18,16 +18,18 @@ pub mod kinesis;
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`),
 /// with timeouts: a dependency that hangs becomes a retryable error, not a stuck function.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(20))
-                .build(),
-        )
-        .load()
-        .await
+    sdk_config_loader().load().await
+}
+
+/// The loader behind [`sdk_config`], for callers that set more (tests name the endpoint).
+pub fn sdk_config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(20))
+            .build(),
+    )
 }
 
 /// Error codes that mean "slow down or try again", across Kinesis, DynamoDB and SQS.
