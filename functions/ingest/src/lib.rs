@@ -173,3 +173,96 @@ pub fn from_config(
     );
     Ok(Ingest::new(Verifier::new(&config.auth)?, sink))
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::encodings::Body;
+    use telemetry_shared::auth::VerificationKey;
+    use telemetry_shared::config::Secret;
+    use telemetry_shared::ports::memory::MemorySink;
+
+    use super::*;
+
+    /// The dev-only secret the fixtures in `events/` are signed with.
+    const FIXTURE_SECRET: &str = "dev-only-secret-for-sam-local-invoke-do-not-deploy";
+
+    fn handler() -> Ingest<MemorySink> {
+        let verifier = Verifier::new(&AuthConfig {
+            algorithms: vec![jsonwebtoken::Algorithm::HS256],
+            key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
+            issuer: "telemetry-local".into(),
+            audience: "telemetry".into(),
+        })
+        .unwrap();
+        Ingest::new(verifier, MemorySink::default())
+    }
+
+    fn fixture() -> ApiGatewayV2httpRequest {
+        serde_json::from_str(include_str!("../../../events/ingest-post-events.json")).unwrap()
+    }
+
+    fn body(r: &ApiGatewayV2httpResponse) -> serde_json::Value {
+        match &r.body {
+            Some(Body::Text(t)) => serde_json::from_str(t).unwrap(),
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fixture_is_accepted_with_the_invalid_event_rejected_by_index() {
+        let h = handler();
+        let r = h.handle(&fixture()).await;
+        assert_eq!(r.status_code, 202, "{:?}", r.body);
+        let b = body(&r);
+        assert_eq!(b["accepted"], 2);
+        assert_eq!(b["ids"], serde_json::json!(["fixture-1", "fixture-2"]));
+        assert_eq!(b["rejected"][0]["index"], 2);
+        let stored = h.sink.events();
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().all(|e| e["userId"] == "fixture-user"));
+        assert_eq!(stored[0]["origin"], "ios-app");
+        assert_eq!(stored[0]["timestamp"], "2026-11-26T13:40:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn stream_outage_is_503_with_retry_after_and_refusal_is_500() {
+        let h = handler();
+        *h.sink.fail_with.lock().unwrap() = Some(SinkError::Unavailable("throttled".into()));
+        let r = h.handle(&fixture()).await;
+        assert_eq!(r.status_code, 503);
+        assert_eq!(r.headers.get("retry-after").unwrap(), "2");
+        *h.sink.fail_with.lock().unwrap() = Some(SinkError::Refused("no such stream".into()));
+        let r = h.handle(&fixture()).await;
+        assert_eq!(r.status_code, 500);
+        // The reason stays in the log: the client learns nothing about our infrastructure.
+        assert!(!body(&r).to_string().contains("no such stream"));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_put_when_no_event_is_valid() {
+        let h = handler();
+        let mut req = fixture();
+        req.body = Some(r#"{"events":[{"type":"bad type"}]}"#.into());
+        let r = h.handle(&req).await;
+        assert_eq!(r.status_code, 400);
+        assert_eq!(body(&r)["error"]["code"], "no_valid_events");
+        assert!(h.sink.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_idempotency_key_is_400() {
+        let h = handler();
+        let mut req = fixture();
+        req.headers
+            .insert("idempotency-key", "x".repeat(65).parse().unwrap());
+        let r = h.handle(&req).await;
+        assert_eq!(r.status_code, 400);
+        assert_eq!(body(&r)["error"]["code"], "invalid_idempotency_key");
+    }
+
+    #[test]
+    fn config_names_the_missing_variable() {
+        let err = Config::from_env(&Env::from_map([("JWT_ALGORITHMS", "HS256")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("EVENTS_STREAM"));
+    }
+}

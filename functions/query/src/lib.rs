@@ -194,3 +194,82 @@ pub fn from_config(
     );
     Ok(Query::new(Verifier::new(&config.auth)?, events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> ApiGatewayV2httpRequest {
+        serde_json::from_str(include_str!("../../../events/query-get-events.json")).unwrap()
+    }
+
+    fn with_query(q: &str) -> ApiGatewayV2httpRequest {
+        let mut req = fixture();
+        req.query_string_parameters = q.parse().unwrap();
+        req.raw_query_string = Some(q.into());
+        req
+    }
+
+    #[test]
+    fn fixture_asks_for_ten_of_the_callers_events() {
+        let p = Principal::new("fixture-user", &[Scope::EventsRead]);
+        let q = events_query(&fixture(), &p).unwrap();
+        assert_eq!(q.user_id, "fixture-user");
+        assert_eq!(q.limit, 10);
+        assert_eq!((q.from, q.to, q.kind, q.cursor), (None, None, None, None));
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let p = Principal::new("u", &[Scope::EventsRead]);
+        assert_eq!(
+            events_query(&with_query(""), &p).unwrap().limit,
+            DEFAULT_LIMIT
+        );
+        let q = events_query(
+            &with_query("from=2026-01-01T01:00:00%2B01:00&type=game.x"),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(q.from.as_deref(), Some("2026-01-01T00:00:00.000Z"));
+        assert_eq!(q.kind.as_deref(), Some("game.x"));
+        for (bad, code) in [
+            ("limit=0", "invalid_limit"),
+            ("limit=101", "invalid_limit"),
+            ("limit=x", "invalid_limit"),
+            ("from=now", "invalid_from"),
+            ("to=now", "invalid_to"),
+            ("type=a%20b", "invalid_type"),
+        ] {
+            assert_eq!(
+                events_query(&with_query(bad), &p).unwrap_err().code,
+                code,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_admin_may_name_another_user() {
+        let user = Principal::new("u", &[Scope::EventsRead]);
+        assert_eq!(
+            events_query(&with_query("userId=u"), &user)
+                .unwrap()
+                .user_id,
+            "u"
+        );
+        assert_eq!(
+            events_query(&with_query("userId=v"), &user)
+                .unwrap_err()
+                .status,
+            403
+        );
+        let admin = Principal::new("ops", &[Scope::Admin]);
+        assert_eq!(
+            events_query(&with_query("userId=v"), &admin)
+                .unwrap()
+                .user_id,
+            "v"
+        );
+    }
+}

@@ -100,3 +100,53 @@ pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Store<EventT
         config.ttl_days,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use telemetry_shared::ports::memory::MemoryStore;
+
+    use super::*;
+
+    fn fixture() -> KinesisEvent {
+        serde_json::from_str(include_str!("../../../events/kinesis-batch.json")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn fixture_is_stored_and_the_undecodable_record_skipped() {
+        let store = Store::new(MemoryStore::default());
+        let response = store.handle(&fixture()).await;
+        assert!(response.batch_item_failures.is_empty());
+        let items = store.store.items.lock().unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(items.contains_key(&("fixture-user".into(), "fixture-1".into())));
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_reported_by_sequence_number() {
+        let store = Store::new(MemoryStore::default());
+        store
+            .store
+            .fail_ids
+            .lock()
+            .unwrap()
+            .push("fixture-2".into());
+        let response = store.handle(&fixture()).await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            ["49590338271490256608559692538361571095921575989136588881"]
+        );
+    }
+
+    #[tokio::test]
+    async fn redelivered_batch_leaves_one_item_per_event() {
+        let store = Store::new(MemoryStore::default());
+        store.handle(&fixture()).await;
+        store.handle(&fixture()).await;
+        assert_eq!(store.store.items.lock().unwrap().len(), 2);
+    }
+}
