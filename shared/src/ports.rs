@@ -7,8 +7,11 @@ use std::future::Future;
 
 use serde_json::value::RawValue;
 
+use crate::count::CounterUpdate;
+use crate::delivery::QueueMessage;
 use crate::event::StoredEvent;
 use crate::record::EventRecord;
+use crate::route::Route;
 
 /// Whether a failure may go away on its own.
 pub trait Retryable {
@@ -129,6 +132,77 @@ pub trait EventReader: Send + Sync {
     ) -> impl Future<Output = Result<EventPage, ReadError>> + Send;
 }
 
+/// Why a message could not be sent to a queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Throttling, 5xx, timeouts: retry.
+    #[error("queue unavailable: {0}")]
+    Retryable(String),
+    /// The queue is gone, access is denied, the message is refused: retrying cannot help.
+    #[error("queue refused the message: {0}")]
+    Permanent(String),
+}
+
+impl Retryable for SendError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// Sends messages to SQS queues.
+pub trait QueueSink: Send + Sync {
+    /// The queue's `MaximumMessageSize` in bytes.
+    fn max_message_size(
+        &self,
+        queue_url: &str,
+    ) -> impl Future<Output = Result<usize, SendError>> + Send;
+
+    /// Sends one `SendMessageBatch` (at most 10 messages; entry ids are their indices) and
+    /// returns the outcome of each message, in order. A failed call fails every message.
+    fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[&QueueMessage],
+    ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send;
+}
+
+/// Reads the routes.
+pub trait RouteSource: Send + Sync {
+    /// Every route, enabled or not.
+    fn list_routes(&self) -> impl Future<Output = Result<Vec<Route>, StoreError>> + Send;
+}
+
+/// Manages the routes.
+pub trait RouteStore: RouteSource {
+    /// Creates or replaces a route.
+    fn put_route(&self, route: &Route) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes a route; `false` when there was none.
+    fn delete_route(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Applies counter updates exactly once.
+pub trait CountStore: Send + Sync {
+    /// Applies `update` to its partial counter for `shard`: only sequence numbers beyond the
+    /// counter's watermark count. Returns how many were added.
+    fn apply(
+        &self,
+        shard: &str,
+        update: &CounterUpdate,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Reads partial counters.
+pub trait CountReader: Send + Sync {
+    /// `(bucket start, count)` of every partial counter of `pk` with a bucket in
+    /// `from_bucket..=to_bucket` (all shards).
+    fn read_partials(
+        &self,
+        pk: &str,
+        from_bucket: &str,
+        to_bucket: &str,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+}
+
 /// In-memory implementations of the ports, for fast handler tests.
 pub mod memory {
     use std::collections::BTreeMap;
@@ -192,6 +266,174 @@ pub mod memory {
                 items.insert((e.user_id.to_string(), e.id.to_string()), json);
             }
             outcome
+        }
+    }
+
+    /// Queues in memory: messages per queue URL; queues can be missing or flaky.
+    #[derive(Debug, Default)]
+    pub struct MemoryQueues {
+        /// Delivered messages per queue URL.
+        pub sent: Mutex<BTreeMap<String, Vec<QueueMessage>>>,
+        /// Queue URLs that do not exist (permanent failure).
+        pub missing: Mutex<Vec<String>>,
+        /// How many upcoming entries fail with a retryable error.
+        pub flaky_entries: Mutex<usize>,
+        /// `SendMessageBatch` calls made.
+        pub calls: Mutex<usize>,
+    }
+
+    impl MemoryQueues {
+        /// Messages delivered to `queue_url`.
+        pub fn messages(&self, queue_url: &str) -> Vec<QueueMessage> {
+            self.sent
+                .lock()
+                .expect("lock")
+                .get(queue_url)
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        fn check(&self, queue_url: &str) -> Result<(), SendError> {
+            if self
+                .missing
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|q| q == queue_url)
+            {
+                Err(SendError::Permanent("QueueDoesNotExist".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl QueueSink for MemoryQueues {
+        async fn max_message_size(&self, queue_url: &str) -> Result<usize, SendError> {
+            self.check(queue_url)?;
+            Ok(crate::delivery::MAX_SQS_BYTES)
+        }
+
+        async fn send_batch(
+            &self,
+            queue_url: &str,
+            messages: &[&QueueMessage],
+        ) -> Vec<Result<(), SendError>> {
+            *self.calls.lock().expect("lock") += 1;
+            assert!(messages.len() <= crate::delivery::MAX_ENTRIES_PER_BATCH);
+            if let Err(e) = self.check(queue_url) {
+                return messages.iter().map(|_| Err(e.clone())).collect();
+            }
+            let mut flaky = self.flaky_entries.lock().expect("lock");
+            let mut sent = self.sent.lock().expect("lock");
+            messages
+                .iter()
+                .map(|m| {
+                    if *flaky > 0 {
+                        *flaky -= 1;
+                        return Err(SendError::Retryable("InternalError".into()));
+                    }
+                    sent.entry(queue_url.to_string())
+                        .or_default()
+                        .push((*m).clone());
+                    Ok(())
+                })
+                .collect()
+        }
+    }
+
+    /// Routes in memory.
+    #[derive(Debug, Default)]
+    pub struct MemoryRoutes {
+        /// Routes by id.
+        pub routes: Mutex<BTreeMap<String, Route>>,
+        /// `list_routes` calls made.
+        pub reads: Mutex<usize>,
+    }
+
+    impl RouteSource for MemoryRoutes {
+        async fn list_routes(&self) -> Result<Vec<Route>, StoreError> {
+            *self.reads.lock().expect("lock") += 1;
+            Ok(self
+                .routes
+                .lock()
+                .expect("lock")
+                .values()
+                .cloned()
+                .collect())
+        }
+    }
+
+    impl RouteStore for MemoryRoutes {
+        async fn put_route(&self, route: &Route) -> Result<(), StoreError> {
+            self.routes
+                .lock()
+                .expect("lock")
+                .insert(route.id.clone(), route.clone());
+            Ok(())
+        }
+
+        async fn delete_route(&self, id: &str) -> Result<bool, StoreError> {
+            Ok(self.routes.lock().expect("lock").remove(id).is_some())
+        }
+    }
+
+    /// Partial counters in memory, with the same watermark rule as the `counts` table.
+    #[derive(Debug, Default)]
+    pub struct MemoryCounts {
+        /// (pk, bucket, shard) → (count, seq).
+        pub counters: Mutex<BTreeMap<(String, String, String), (u64, String)>>,
+    }
+
+    impl MemoryCounts {
+        /// Sum of the partials of (pk, bucket) over all shards.
+        pub fn total(&self, pk: &str, bucket: &str) -> u64 {
+            self.counters
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|((p, b, _), _)| p == pk && b == bucket)
+                .map(|(_, (c, _))| *c)
+                .sum()
+        }
+    }
+
+    impl CountStore for MemoryCounts {
+        async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError> {
+            let mut counters = self.counters.lock().expect("lock");
+            let key = (
+                update.id.pk.clone(),
+                update.id.bucket.clone(),
+                shard.to_string(),
+            );
+            let current = counters.get(&key).cloned();
+            let (n, last) =
+                crate::count::count_after(&update.seqs, current.as_ref().map(|(_, s)| s.as_str()));
+            if let Some(last) = last {
+                let count = current.map_or(0, |(c, _)| c) + n;
+                counters.insert(key, (count, last.to_string()));
+            }
+            Ok(n)
+        }
+    }
+
+    impl CountReader for MemoryCounts {
+        async fn read_partials(
+            &self,
+            pk: &str,
+            from_bucket: &str,
+            to_bucket: &str,
+        ) -> Result<Vec<(String, u64)>, StoreError> {
+            Ok(self
+                .counters
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|((p, b, _), _)| {
+                    p == pk && b.as_str() >= from_bucket && b.as_str() <= to_bucket
+                })
+                .map(|((_, b, _), (c, _))| (b.clone(), *c))
+                .collect())
         }
     }
 }

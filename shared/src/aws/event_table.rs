@@ -323,14 +323,7 @@ impl EventReader for EventTable {
                     .expression_attribute_names("#type", "type")
                     .expression_attribute_values(":type", AttributeValue::S(kind.clone()));
             }
-            let output = request.send().await.map_err(|e| {
-                let msg = super::describe(&e);
-                if super::is_retryable(&e) {
-                    StoreError::Unavailable(msg)
-                } else {
-                    StoreError::Refused(msg)
-                }
-            })?;
+            let output = request.send().await.map_err(|e| super::store_error(&e))?;
             for item in output.items() {
                 let event = from_item(item).map_err(StoreError::Refused)?;
                 let raw = serde_json::value::to_raw_value(&event)

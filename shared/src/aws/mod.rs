@@ -12,8 +12,11 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+pub mod count_table;
 pub mod event_table;
 pub mod kinesis;
+pub mod route_table;
+pub mod sqs;
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`),
 /// with timeouts: a dependency that hangs becomes a retryable error, not a stuck function.
@@ -47,6 +50,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailableException",
     "RequestThrottled",
     "TransactionInProgressException",
+    "KmsThrottled",
 ];
 
 /// Whether an error code names a transient condition.
@@ -69,4 +73,17 @@ pub fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) ->
 /// A one-line description of an SDK error with its causes, for logs and error values.
 pub fn describe<E: std::error::Error + 'static>(err: &SdkError<E, HttpResponse>) -> String {
     DisplayErrorContext(err).to_string()
+}
+
+/// An SDK error as a [`crate::ports::StoreError`]: `Unavailable` when retrying may help.
+pub fn store_error<E>(err: &SdkError<E, HttpResponse>) -> crate::ports::StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let reason = describe(err);
+    if is_retryable(err) {
+        crate::ports::StoreError::Unavailable(reason)
+    } else {
+        crate::ports::StoreError::Refused(reason)
+    }
 }

@@ -1,0 +1,223 @@
+//! The `counts` DynamoDB table: partial counters, exactly once.
+//!
+//! Item: `pk = <environment>#<type or *>#<granularity>`, `sk = <bucket start>#<shard id>`,
+//! `count` (N), `seq` (S, the last applied stream sequence number, zero-padded to 40 digits),
+//! and for minute partials `expiresAt` (TTL). One conditional `UpdateItem` per counter per batch:
+//! `attribute_not_exists(seq) OR seq < :first` adds the whole batch; when it fails (a replay or
+//! an overlap), the item is re-read and only the records beyond its `seq` are added, conditioned
+//! on that `seq` being unchanged.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::count::{CounterUpdate, Granularity, count_after};
+use crate::ports::{CountReader, CountStore, StoreError};
+
+/// Attempts of the re-read-and-apply step before giving up (only concurrent writers to one
+/// partial counter can make it fail twice, and each shard has one writer).
+const MAX_CONFLICTS: usize = 5;
+
+/// The `counts` table.
+#[derive(Debug, Clone)]
+pub struct CountTable {
+    client: Client,
+    table: String,
+    minute_ttl_secs: i64,
+}
+
+impl CountTable {
+    /// The table `table`; minute partials expire `minute_ttl_days` after their bucket.
+    pub fn new(client: Client, table: impl Into<String>, minute_ttl_days: u32) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            minute_ttl_secs: i64::from(minute_ttl_days) * 86_400,
+        }
+    }
+
+    fn key(update: &CounterUpdate, shard: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_string(), AttributeValue::S(update.id.pk.clone())),
+            (
+                "sk".to_string(),
+                AttributeValue::S(format!("{}#{shard}", update.id.bucket)),
+            ),
+        ])
+    }
+
+    /// Adds `n` and moves the watermark to `last`, if the condition holds. `Ok(false)` when the
+    /// condition failed.
+    async fn add(
+        &self,
+        update: &CounterUpdate,
+        shard: &str,
+        n: u64,
+        last: &str,
+        condition: Condition<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut expression = "ADD #count :n SET #seq = :last".to_string();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(update, shard)))
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#seq", "seq")
+            .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
+            .expression_attribute_values(":last", AttributeValue::S(last.to_string()));
+        if update.id.granularity == Granularity::Minute
+            && let Some(start) = crate::time::parse(&update.id.bucket)
+        {
+            expression.push_str(", expiresAt = :ttl");
+            request = request.expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((start.timestamp() + self.minute_ttl_secs).to_string()),
+            );
+        }
+        request = match condition {
+            Condition::AllNew { first } => request
+                .condition_expression("attribute_not_exists(#seq) OR #seq < :first")
+                .expression_attribute_values(":first", AttributeValue::S(first.to_string())),
+            Condition::Unchanged(Some(seen)) => request
+                .condition_expression("#seq = :seen")
+                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string())),
+            Condition::Unchanged(None) => {
+                request.condition_expression("attribute_not_exists(#seq)")
+            }
+        };
+        match request.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(super::store_error(&e)),
+        }
+    }
+
+    async fn watermark(
+        &self,
+        update: &CounterUpdate,
+        shard: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(update, shard)))
+            .consistent_read(true)
+            .projection_expression("#seq")
+            .expression_attribute_names("#seq", "seq")
+            .send()
+            .await
+            .map_err(|e| super::store_error(&e))?;
+        Ok(match out.item().and_then(|i| i.get("seq")) {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        })
+    }
+}
+
+enum Condition<'a> {
+    /// Every record of the update is beyond the watermark.
+    AllNew { first: &'a str },
+    /// The watermark is still what was read.
+    Unchanged(Option<&'a str>),
+}
+
+impl CountStore for CountTable {
+    async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError> {
+        let all = update.seqs.len() as u64;
+        if all == 0 {
+            return Ok(0);
+        }
+        if self
+            .add(
+                update,
+                shard,
+                all,
+                update.last(),
+                Condition::AllNew {
+                    first: update.first(),
+                },
+            )
+            .await?
+        {
+            return Ok(all);
+        }
+        for _ in 0..MAX_CONFLICTS {
+            let seen = self.watermark(update, shard).await?;
+            let (n, last) = count_after(&update.seqs, seen.as_deref());
+            let Some(last) = last else {
+                return Ok(0); // everything was applied before: a replay
+            };
+            if self
+                .add(
+                    update,
+                    shard,
+                    n,
+                    last,
+                    Condition::Unchanged(seen.as_deref()),
+                )
+                .await?
+            {
+                return Ok(n);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "counter {} {} kept changing under us",
+            update.id.pk, update.id.bucket
+        )))
+    }
+}
+
+impl CountReader for CountTable {
+    async fn read_partials(
+        &self,
+        pk: &str,
+        from_bucket: &str,
+        to_bucket: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut partials = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .expression_attribute_values(":from", AttributeValue::S(from_bucket.to_string()))
+                // '~' sorts after every shard id character: includes every shard of `to_bucket`.
+                .expression_attribute_values(":to", AttributeValue::S(format!("{to_bucket}#~")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| super::store_error(&e))?;
+            for item in out.items() {
+                let bucket = match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => {
+                        sk.split('#').next().unwrap_or_default().to_string()
+                    }
+                    _ => continue,
+                };
+                let count = match item.get("count") {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().unwrap_or(0),
+                    _ => 0,
+                };
+                partials.push((bucket, count));
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(partials);
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Delivery of events to subscribed queues: message shape, FIFO ids, batch planning.
+
+use sha2::{Digest, Sha256};
+
+use crate::route::is_fifo;
+
+/// Most entries in one `SendMessageBatch`.
+pub const MAX_ENTRIES_PER_BATCH: usize = 10;
+/// Most bytes in one message and in one batch (SQS's limit since 2025).
+pub const MAX_SQS_BYTES: usize = 1024 * 1024;
+/// Name of the message attribute carrying the event type.
+pub const EVENT_TYPE_ATTRIBUTE: &str = "eventType";
+
+/// One message for a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The stored event as JSON.
+    pub body: String,
+    /// The event type, sent as the `eventType` message attribute.
+    pub event_type: String,
+    /// FIFO only: the user id, so one user's events stay in order.
+    pub group_id: Option<String>,
+    /// FIFO only: [`dedup_id`] of (user id, event id).
+    pub dedup_id: Option<String>,
+}
+
+impl QueueMessage {
+    /// A message for `queue_url` carrying `body` (the stored event of `user_id`/`event_id`).
+    pub fn new(
+        queue_url: &str,
+        body: &str,
+        event_type: &str,
+        user_id: &str,
+        event_id: &str,
+    ) -> Self {
+        let fifo = is_fifo(queue_url);
+        Self {
+            body: body.to_string(),
+            event_type: event_type.to_string(),
+            group_id: fifo.then(|| user_id.to_string()),
+            dedup_id: fifo.then(|| dedup_id(user_id, event_id)),
+        }
+    }
+
+    /// Size as SQS counts it: body plus each attribute's name, type and value.
+    pub fn size(&self) -> usize {
+        self.body.len() + EVENT_TYPE_ATTRIBUTE.len() + "String".len() + self.event_type.len()
+    }
+}
+
+/// FIFO deduplication id: hex SHA-256 of (user id, 0x00, event id). Event ids are unique per
+/// user only, so the user is part of it; the separator keeps ("ab","c") apart from ("a","bc").
+pub fn dedup_id(user_id: &str, event_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(user_id.as_bytes());
+    h.update([0u8]);
+    h.update(event_id.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Plans `SendMessageBatch` calls for messages of the given sizes: at most
+/// [`MAX_ENTRIES_PER_BATCH`] entries and `limit` bytes per call, order kept. Messages larger
+/// than `limit` can never be sent and are returned apart.
+pub fn plan_batches(sizes: &[usize], limit: usize) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut too_large = Vec::new();
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > limit {
+            too_large.push(i);
+            continue;
+        }
+        let fits = batches
+            .last()
+            .is_some_and(|b| b.len() < MAX_ENTRIES_PER_BATCH && bytes + size <= limit);
+        if !fits {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        batches.last_mut().expect("pushed above").push(i);
+    }
+    (batches, too_large)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_messages_carry_group_and_dedup_ids() {
+        let m = QueueMessage::new("https://h/1/q.fifo", "{}", "t", "u1", "e1");
+        assert_eq!(m.group_id.as_deref(), Some("u1"));
+        assert_eq!(m.dedup_id.as_deref().map(str::len), Some(64));
+        let plain = QueueMessage::new("https://h/1/q", "{}", "t", "u1", "e1");
+        assert_eq!((plain.group_id, plain.dedup_id), (None, None));
+    }
+
+    #[test]
+    fn dedup_ids_differ_per_user_and_resist_concatenation() {
+        assert_ne!(dedup_id("u1", "e1"), dedup_id("u2", "e1"));
+        assert_ne!(dedup_id("ab", "c"), dedup_id("a", "bc"));
+        assert_eq!(dedup_id("u1", "e1"), dedup_id("u1", "e1"));
+    }
+
+    #[test]
+    fn batches_respect_entries_and_bytes() {
+        let (b, big) = plan_batches(&[1; 25], 1000);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+        assert!(big.is_empty());
+        let (b, big) = plan_batches(&[400, 400, 400, 1001, 100], 1000);
+        assert_eq!(b, vec![vec![0, 1], vec![2, 4]]);
+        assert_eq!(big, vec![3]);
+    }
+}
