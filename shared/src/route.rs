@@ -205,7 +205,10 @@ impl RouteTable {
     }
 
     /// The routes matching `event_type`.
-    pub fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
+    pub fn matching<'a, 'b>(
+        &'a self,
+        event_type: &'b str,
+    ) -> impl Iterator<Item = &'a Route> + use<'a, 'b> {
         self.routes
             .iter()
             .filter(move |r| glob_matches(&r.pattern, event_type))

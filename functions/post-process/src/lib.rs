@@ -1,0 +1,321 @@
+//! post-process: the `events` table's DynamoDB stream (INSERT records, tumbling window) →
+//! exactly-once counts per (environment, type, granularity, bucket) and the all-types total.
+//!
+//! The tumbling window is there for one reason: only a window event carries the stream shard
+//! id, and the partial counters are kept per shard (see `telemetry_shared::count`). Each batch is
+//! counted as it comes; the window's state is not used (it is answered `{}`), and the final
+//! invoke of a window, which may hold no records, changes nothing.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::dynamodb::{EventRecord, TimeWindowEvent, TimeWindowEventResponse};
+use aws_lambda_events::streams::DynamoDbBatchItemFailure;
+use futures::StreamExt;
+use serde_dynamo::AttributeValue;
+use telemetry_shared::aws::count_table::CountTable;
+use telemetry_shared::config::{ConfigError, Env};
+use telemetry_shared::count::{self, CountedEvent};
+use telemetry_shared::metrics::Metrics;
+use telemetry_shared::ports::CountStore;
+use telemetry_shared::sequence;
+
+/// Counter updates in flight at once.
+pub const CONCURRENT_UPDATES: usize = 16;
+
+/// post-process's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `counts` table (`COUNTS_TABLE`).
+    pub counts_table: String,
+    /// Days minute partials live after their bucket (`MINUTE_COUNTS_TTL_DAYS`, default 8:
+    /// longer than the stream's 24 h retention, so no replay can meet an expired counter).
+    pub minute_ttl_days: u32,
+}
+
+impl Config {
+    /// Reads the configuration; the error names the variable at fault.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let minute_ttl_days: u32 = env.parsed_or("MINUTE_COUNTS_TTL_DAYS", 8)?;
+        if minute_ttl_days == 0 {
+            return Err(ConfigError::invalid(
+                "MINUTE_COUNTS_TTL_DAYS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            counts_table: env.required("COUNTS_TABLE")?,
+            minute_ttl_days,
+        })
+    }
+}
+
+/// The post-process handler.
+pub struct PostProcess<C> {
+    counts: C,
+}
+
+/// Why a stream record is not counted.
+#[derive(Debug, PartialEq, Eq)]
+enum Skip {
+    /// MODIFY or REMOVE: a re-send or an expiry, never a new event.
+    NotInsert,
+    /// The image lacks what counting needs.
+    Undecodable(&'static str),
+}
+
+fn string<'a>(
+    image: &'a HashMap<String, AttributeValue>,
+    name: &'static str,
+) -> Result<&'a str, Skip> {
+    match image.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s),
+        _ => Err(Skip::Undecodable(name)),
+    }
+}
+
+/// Reads what counting needs from a stream record.
+fn counted(record: &EventRecord) -> Result<CountedEvent<'_>, Skip> {
+    if record.event_name != "INSERT" {
+        return Err(Skip::NotInsert);
+    }
+    let image = record.change.new_image.inner();
+    let seq = record
+        .change
+        .sequence_number
+        .as_deref()
+        .and_then(sequence::padded)
+        .ok_or(Skip::Undecodable("sequence number"))?;
+    let kind = string(image, "type")?;
+    let environment = string(image, "environment")?;
+    let timestamp = telemetry_shared::time::parse(string(image, "timestamp")?)
+        .ok_or(Skip::Undecodable("timestamp"))?;
+    let received_at = telemetry_shared::time::parse(string(image, "receivedAt")?)
+        .ok_or(Skip::Undecodable("receivedAt"))?;
+    Ok(CountedEvent {
+        seq,
+        environment,
+        kind,
+        at: count::counted_time(timestamp, received_at),
+    })
+}
+
+impl<C: CountStore> PostProcess<C> {
+    /// A handler applying counts to `counts`.
+    pub fn new(counts: C) -> Self {
+        Self { counts }
+    }
+
+    /// Handles one tumbling-window invocation.
+    pub async fn handle(&self, event: &TimeWindowEvent) -> TimeWindowEventResponse {
+        let mut metrics = Metrics::new("post-process");
+        // Lambda requires a state in every window response; `{}` is the empty one.
+        let mut response = TimeWindowEventResponse::default();
+        let records = &event.dynamo_db_event.records;
+        metrics.add("BatchSize", records.len() as u64);
+        let Some(shard) = event.time_window_properties.shard_id.as_deref() else {
+            // Without the shard id the counters cannot be kept exactly once: refuse to count
+            // rather than risk counting twice. The iterator-age alarm will say so.
+            tracing::error!(
+                "window event without shardId: the mapping needs TumblingWindowInSeconds"
+            );
+            response.batch_item_failures = records
+                .iter()
+                .take(1)
+                .map(|r| failure(r.change.sequence_number.clone()))
+                .collect();
+            metrics.flush();
+            return response;
+        };
+
+        let mut events = Vec::with_capacity(records.len());
+        // Padded sequence number → the stream's own, to report failures.
+        let mut original: HashMap<String, &str> = HashMap::with_capacity(records.len());
+        for r in records {
+            match counted(r) {
+                Ok(e) => {
+                    if let Some(seq) = r.change.sequence_number.as_deref() {
+                        original.insert(e.seq.clone(), seq);
+                    }
+                    events.push(e);
+                }
+                Err(Skip::NotInsert) => metrics.add("RecordsSkipped", 1),
+                Err(Skip::Undecodable(what)) => {
+                    tracing::error!(sequence_number = ?r.change.sequence_number, missing = what, "stream record not countable");
+                    metrics.rejected("undecodable");
+                }
+            }
+        }
+        let updates = count::aggregate(&events);
+        let results: Vec<_> = futures::stream::iter(&updates)
+            .map(|u| async move { (u, self.counts.apply(shard, u).await) })
+            .buffer_unordered(CONCURRENT_UPDATES)
+            .collect()
+            .await;
+
+        let mut first_failed: Option<&str> = None;
+        let mut applied = 0u64;
+        for (update, result) in results {
+            match result {
+                Ok(n) => {
+                    applied += n;
+                    let skipped = update.seqs.len() as u64 - n;
+                    if skipped > 0 {
+                        metrics.add("DuplicatesSkipped", skipped);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(counter = %update.id.pk, bucket = %update.id.bucket, error = %e, "counter update failed");
+                    if first_failed.is_none_or(|f| update.first() < f) {
+                        first_failed = Some(update.first());
+                    }
+                }
+            }
+        }
+        if let Some(seq) = first_failed.and_then(|padded| original.get(padded)) {
+            // Lambda re-delivers from here; counters already updated skip what they have.
+            response
+                .batch_item_failures
+                .push(failure(Some(seq.to_string())));
+            metrics.add("RecordsFailed", 1);
+        }
+        metrics.add("RecordsCounted", events.len() as u64);
+        metrics.add("CountIncrements", applied);
+        metrics.add("CounterUpdates", updates.len() as u64);
+        tracing::info!(
+            shard,
+            records = records.len(),
+            counted = events.len(),
+            counters = updates.len(),
+            final_invoke = event.time_window_properties.is_final_invoke_for_window,
+            failed = response.batch_item_failures.len(),
+            "batch counted"
+        );
+        metrics.flush();
+        response
+    }
+}
+
+fn failure(seq: Option<String>) -> DynamoDbBatchItemFailure {
+    let mut f = DynamoDbBatchItemFailure::default();
+    f.item_identifier = seq;
+    f
+}
+
+/// Builds the production handler.
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess<CountTable> {
+    PostProcess::new(CountTable::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.counts_table.clone(),
+        config.minute_ttl_days,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use telemetry_shared::ports::memory::MemoryCounts;
+
+    use super::*;
+
+    fn fixture() -> TimeWindowEvent {
+        serde_json::from_str(include_str!("../../../events/dynamodb-window-batch.json")).unwrap()
+    }
+
+    fn total(h: &PostProcess<MemoryCounts>, pk: &str, bucket: &str) -> u64 {
+        h.counts.total(pk, bucket)
+    }
+
+    /// A window event of `n` INSERTs of type `t` with sequence numbers from `first`, on `shard`.
+    fn batch(shard: &str, first: u64, n: u64, t: &str) -> TimeWindowEvent {
+        let mut e = fixture();
+        let template = e.dynamo_db_event.records[0].clone();
+        e.dynamo_db_event.records = (0..n)
+            .map(|i| {
+                let mut r = template.clone();
+                r.change.sequence_number = Some((first + i).to_string());
+                r.change
+                    .new_image
+                    .insert("type".into(), AttributeValue::S(t.into()));
+                r
+            })
+            .collect();
+        e.time_window_properties.shard_id = Some(shard.into());
+        e
+    }
+
+    #[tokio::test]
+    async fn fixture_counts_inserts_under_their_time_and_skips_modifies() {
+        let h = PostProcess::new(MemoryCounts::default());
+        let r = h.handle(&fixture()).await;
+        assert!(r.batch_item_failures.is_empty());
+        assert!(r.time_window_event_response_properties.state.is_empty());
+        assert_eq!(
+            total(&h, "prod#game.level_completed#hour", "2026-11-26T13:00:00Z"),
+            1
+        );
+        assert_eq!(
+            total(&h, "prod#game.level_completed#hour", "2026-11-26T12:00:00Z"),
+            1
+        );
+        assert_eq!(total(&h, "prod#*#day", "2026-11-26T00:00:00Z"), 3);
+        assert_eq!(
+            total(&h, "prod#game.purchase#minute", "2026-11-26T13:41:00Z"),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn replayed_and_bisected_batches_never_count_twice() {
+        let h = PostProcess::new(MemoryCounts::default());
+        let whole = batch("shard-a", 1000, 10, "t");
+        h.handle(&whole).await;
+        h.handle(&whole).await;
+        let (mut first, mut second) = (whole.clone(), whole.clone());
+        first.dynamo_db_event.records.truncate(5);
+        second.dynamo_db_event.records.drain(..5);
+        h.handle(&second).await;
+        h.handle(&first).await;
+        assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 10);
+        assert_eq!(total(&h, "prod#*#minute", "2026-11-26T13:40:00Z"), 10);
+    }
+
+    #[tokio::test]
+    async fn shards_with_overlapping_sequence_numbers_count_apart() {
+        let h = PostProcess::new(MemoryCounts::default());
+        // Same sequence range on two shards (DynamoDB numbers per shard), interleaved.
+        h.handle(&batch("shard-a", 100, 5, "t")).await;
+        h.handle(&batch("shard-b", 100, 5, "t")).await;
+        h.handle(&batch("shard-a", 103, 5, "t")).await; // 103..=107: 105..=107 are new
+        h.handle(&batch("shard-b", 100, 5, "t")).await; // all seen
+        assert_eq!(total(&h, "prod#t#hour", "2026-11-26T13:00:00Z"), 13);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_shard_starts_its_own_counters() {
+        let h = PostProcess::new(MemoryCounts::default());
+        h.handle(&batch("parent", 500, 3, "t")).await;
+        // The child shard's numbers may be lower than the parent's last one.
+        h.handle(&batch("child", 200, 3, "t")).await;
+        assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 6);
+    }
+
+    #[tokio::test]
+    async fn without_a_shard_id_nothing_is_counted_and_the_batch_fails() {
+        let h = PostProcess::new(MemoryCounts::default());
+        let mut e = fixture();
+        e.time_window_properties.shard_id = None;
+        let r = h.handle(&e).await;
+        assert_eq!(r.batch_item_failures.len(), 1);
+        assert!(h.counts.counters.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_final_empty_invoke_of_a_window_changes_nothing() {
+        let h = PostProcess::new(MemoryCounts::default());
+        let mut e = fixture();
+        e.dynamo_db_event.records.clear();
+        e.time_window_properties.is_final_invoke_for_window = true;
+        let r = h.handle(&e).await;
+        assert!(r.batch_item_failures.is_empty());
+        assert!(h.counts.counters.lock().unwrap().is_empty());
+    }
+}

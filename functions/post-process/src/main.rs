@@ -1,0 +1,20 @@
+//! Lambda entry point: configuration and the DynamoDB client are built once per cold start.
+
+use aws_lambda_events::dynamodb::TimeWindowEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use telemetry_shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry_shared::logging::init_lambda();
+    let config = post_process::Config::from_env(&Env::process())?;
+    let sdk = telemetry_shared::aws::sdk_config().await;
+    let handler = post_process::from_config(&config, &sdk);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<TimeWindowEvent>| async move {
+            Ok::<_, Error>(handler.handle(&event.payload).await)
+        },
+    ))
+    .await
+}
