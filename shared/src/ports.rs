@@ -378,11 +378,14 @@ pub mod memory {
         }
     }
 
+    /// (pk, bucket, shard) of a partial counter.
+    pub type PartialKey = (String, String, String);
+
     /// Partial counters in memory, with the same watermark rule as the `counts` table.
     #[derive(Debug, Default)]
     pub struct MemoryCounts {
         /// (pk, bucket, shard) → (count, seq).
-        pub counters: Mutex<BTreeMap<(String, String, String), (u64, String)>>,
+        pub counters: Mutex<BTreeMap<PartialKey, (u64, String)>>,
     }
 
     impl MemoryCounts {
