@@ -312,7 +312,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                 let delivery = &deliveries[*d];
                 tracing::warn!(route = delivery.route_id, queue = delivery.queue_url, %reason, "delivery failed for good; dead-lettered");
                 let event: &RawValue = serde_json::from_str(bodies[delivery.record])
-                    .unwrap_or_else(|_| RawValue::NULL);
+                    .unwrap_or(RawValue::NULL);
                 let body = serde_json::to_string(&DeadLetter {
                     reason,
                     route_id: delivery.route_id,
