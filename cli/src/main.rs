@@ -42,6 +42,30 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = dev::parse_ttl)]
         ttl: u64,
     },
+    /// Print counts from `GET /v1/counts`.
+    Counts {
+        /// Event type (default: all types together).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// minute, hour or day.
+        #[arg(long, default_value = "hour")]
+        granularity: String,
+        /// Environment.
+        #[arg(long, default_value = "prod")]
+        environment: String,
+        /// Start (RFC 3339; default: 24 h, 60 min or 30 days before `to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Base URL of the API (default: the local stack's).
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token with `counts:read` (default: a dev token).
+        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Send sample events and print the answer.
     Send {
         /// How many events (split into requests of at most 500).
@@ -99,6 +123,53 @@ async fn run(command: Command) -> Result<()> {
             println!("{}", DevState::load()?.token(&sub, &scope, ttl)?);
             Ok(())
         }
+        Command::Counts {
+            kind,
+            granularity,
+            environment,
+            from,
+            to,
+            url,
+            token,
+        } => {
+            let (url, token) = target(url, token, "counts-reader", "counts:read")?;
+            let mut query = vec![("granularity", granularity), ("environment", environment)];
+            query.extend(kind.map(|k| ("type", k)));
+            query.extend(from.map(|f| ("from", f)));
+            query.extend(to.map(|t| ("to", t)));
+            let response = reqwest::Client::new()
+                .get(format!("{}/v1/counts", url.trim_end_matches('/')))
+                .query(&query)
+                .bearer_auth(token)
+                .send()
+                .await
+                .context("GET /v1/counts")?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            if !status.is_success() {
+                anyhow::bail!("{status}: {body}");
+            }
+            println!(
+                "{} {} counts, environment {}, {} .. {}",
+                body["type"].as_str().unwrap_or("all types"),
+                body["granularity"].as_str().unwrap_or(""),
+                body["environment"].as_str().unwrap_or(""),
+                body["from"].as_str().unwrap_or(""),
+                body["to"].as_str().unwrap_or("")
+            );
+            let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
+            if buckets.is_empty() {
+                println!("  (no events in this range)");
+            }
+            for b in buckets {
+                println!(
+                    "  {}  {:>10}",
+                    b["start"].as_str().unwrap_or(""),
+                    b["count"]
+                );
+            }
+            Ok(())
+        }
         Command::Send {
             events,
             url,
@@ -106,16 +177,7 @@ async fn run(command: Command) -> Result<()> {
             sub,
             kind,
         } => {
-            let state = DevState::load();
-            let url = match (url, &state) {
-                (Some(u), _) => u,
-                (None, Ok(s)) => s.url.clone(),
-                (None, Err(_)) => "http://127.0.0.1:3000".into(),
-            };
-            let token = match token {
-                Some(t) => t,
-                None => state?.token(&sub, "events:write", 3600)?,
-            };
+            let (url, token) = target(url, token, &sub, "events:write")?;
             let client = reqwest::Client::new();
             let mut left = events.max(1);
             while left > 0 {
@@ -129,6 +191,26 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The API base URL and token: given ones, else the local stack's URL and a dev token.
+fn target(
+    url: Option<String>,
+    token: Option<String>,
+    sub: &str,
+    scope: &str,
+) -> Result<(String, String)> {
+    let state = DevState::load();
+    let url = match (url, &state) {
+        (Some(u), _) => u,
+        (None, Ok(s)) => s.url.clone(),
+        (None, Err(_)) => "http://127.0.0.1:3000".into(),
+    };
+    let token = match token {
+        Some(t) => t,
+        None => state?.token(sub, scope, 3600)?,
+    };
+    Ok((url, token))
 }
 
 async fn local(port: u16, prefix: &str) -> Result<()> {
@@ -157,6 +239,8 @@ async fn local(port: u16, prefix: &str) -> Result<()> {
         "  tables     {}, {}, {}",
         config.names.events_table, config.names.counts_table, config.names.routes_table
     );
+    println!("  demo route demo.* -> {}", stack.demo_queue_url);
+    println!("  dead letters       {}", stack.dlq_url);
     if generated {
         println!(
             "  JWT secret {}  (DEV ONLY, generated; set JWT_SECRET to choose one)",
@@ -178,6 +262,7 @@ async fn local(port: u16, prefix: &str) -> Result<()> {
         "  curl -s -X POST {url}/v1/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"type\":\"demo.hello\",\"data\":{{\"n\":1}}}}'"
     );
     println!("  curl -s \"{url}/v1/events?limit=10\" -H \"Authorization: Bearer $TOKEN\"");
+    println!("  target/debug/telemetry counts --type demo.hello --granularity minute");
     println!();
     println!("Ctrl-C stops.");
 

@@ -1,11 +1,15 @@
 //! `telemetry local`: the whole pipeline on a laptop, against the emulator.
 //!
-//! Creates the stream and tables, serves the HTTP API by playing API Gateway in front of the
-//! ingest and query handlers, and plays Lambda's event source mappings for the stream
-//! functions. The handlers are the very ones the Lambda binaries run, called in-process.
+//! Creates the stream, tables and queues, serves the HTTP API by playing API Gateway in front
+//! of the ingest and query handlers, and plays Lambda's event source mappings for the stream
+//! functions: store and forward on the Kinesis stream (each with its own checkpoints), and
+//! post-process on the `events` table's stream (INSERT filter, tumbling-window events). The
+//! handlers are the very ones the Lambda binaries run, called in-process.
 
+pub mod dynamodb_source;
 pub mod gateway;
-pub mod kinesis_mapping;
+pub mod kinesis_source;
+pub mod mapping;
 pub mod resources;
 
 use std::net::SocketAddr;
@@ -14,10 +18,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use telemetry_shared::auth::AuthConfig;
+use telemetry_shared::aws::route_table::RouteTableStore;
 use tokio::task::JoinHandle;
 
+use self::dynamodb_source::DynamoStreamSource;
 use self::gateway::{ApiFunction, Gateway};
-use self::kinesis_mapping::{KinesisFunction, KinesisMapping};
+use self::kinesis_source::KinesisSource;
+use self::mapping::Mapping;
 pub use self::resources::ResourceNames;
 
 /// Everything `telemetry local` needs to know.
@@ -25,7 +32,7 @@ pub use self::resources::ResourceNames;
 pub struct LocalConfig {
     /// Where the HTTP API listens (port 0: any free port).
     pub bind: SocketAddr,
-    /// Stream and table names.
+    /// Stream, table and queue names.
     pub names: ResourceNames,
     /// Shards of a newly created stream.
     pub shards: i32,
@@ -37,10 +44,15 @@ pub struct LocalConfig {
     pub poll_interval: Duration,
     /// ingest's retry budget for Kinesis.
     pub ingest_retry_budget: Duration,
+    /// forward's route cache lifetime.
+    pub routes_refresh: Duration,
+    /// post-process's tumbling window.
+    pub window: Duration,
 }
 
 impl LocalConfig {
-    /// The defaults of `telemetry local`: port 3000, `telemetry-*` resources, 2 shards.
+    /// The defaults of `telemetry local`: port 3000, `telemetry-*` resources, 2 shards, the
+    /// batch sizes and route refresh of `template.yaml`.
     pub fn new(auth: AuthConfig) -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
@@ -50,6 +62,8 @@ impl LocalConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(250),
             ingest_retry_budget: Duration::from_secs(5),
+            routes_refresh: Duration::from_secs(60),
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -58,21 +72,51 @@ impl LocalConfig {
 pub struct LocalStack {
     /// Address of the HTTP API.
     pub addr: SocketAddr,
+    /// URL of the demo queue.
+    pub demo_queue_url: String,
+    /// URL of the forward dead-letter queue.
+    pub dlq_url: String,
     tasks: Vec<JoinHandle<()>>,
+}
+
+fn api_function<H, F>(handler: Arc<H>, call: F) -> ApiFunction
+where
+    H: Send + Sync + 'static,
+    F: for<'a> Fn(
+            &'a H,
+            aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+        ) -> futures::future::BoxFuture<
+            'a,
+            aws_lambda_events::apigw::ApiGatewayV2httpResponse,
+        > + Send
+        + Sync
+        + Copy
+        + 'static,
+{
+    Arc::new(move |event| {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move { call(&handler, event).await })
+    })
 }
 
 impl LocalStack {
     /// Creates the resources (idempotently) and starts the API and the stream mappings.
     pub async fn start(config: LocalConfig, sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let names = &config.names;
         let kinesis = aws_sdk_kinesis::Client::new(sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        resources::ensure_stream(&kinesis, &config.names.stream, config.shards).await?;
-        resources::ensure_tables(&dynamodb, &config.names).await?;
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        resources::ensure_stream(&kinesis, &names.stream, config.shards).await?;
+        resources::ensure_tables(&dynamodb, names).await?;
+        let demo_queue_url = resources::ensure_queue(&sqs, &names.demo_queue).await?;
+        let dlq_url = resources::ensure_queue(&sqs, &names.forward_dlq).await?;
+        let routes = RouteTableStore::new(dynamodb.clone(), names.routes_table.clone());
+        resources::ensure_demo_route(&routes, &demo_queue_url).await?;
 
         let ingest = Arc::new(
             ingest::from_config(
                 &ingest::Config {
-                    stream: config.names.stream.clone(),
+                    stream: names.stream.clone(),
                     auth: config.auth.clone(),
                     retry_budget: config.ingest_retry_budget,
                 },
@@ -83,7 +127,9 @@ impl LocalStack {
         let query = Arc::new(
             query::from_config(
                 &query::Config {
-                    events_table: config.names.events_table.clone(),
+                    events_table: names.events_table.clone(),
+                    counts_table: names.counts_table.clone(),
+                    routes_table: names.routes_table.clone(),
                     auth: config.auth.clone(),
                 },
                 sdk,
@@ -92,45 +138,90 @@ impl LocalStack {
         );
         let store = Arc::new(store::from_config(
             &store::Config {
-                table: config.names.events_table.clone(),
+                table: names.events_table.clone(),
                 ttl_days: None,
+            },
+            sdk,
+        ));
+        let forward = Arc::new(forward::from_config(
+            &forward::Config {
+                routes_table: names.routes_table.clone(),
+                dlq_url: dlq_url.clone(),
+                routes_refresh: config.routes_refresh,
+            },
+            sdk,
+        ));
+        let post_process = Arc::new(post_process::from_config(
+            &post_process::Config {
+                counts_table: names.counts_table.clone(),
+                minute_ttl_days: 8,
             },
             sdk,
         ));
 
         let mut tasks = Vec::new();
-        let store_fn: KinesisFunction = Arc::new(move |event| {
-            let store = Arc::clone(&store);
-            Box::pin(async move { store.handle(&event).await })
-        });
+        // store and forward each get their own mapping, hence their own checkpoints.
+        let store_source = KinesisSource::new(kinesis.clone(), &names.stream).await?;
+        let arn = store_source.arn.clone();
         tasks.extend(
-            KinesisMapping {
+            Mapping {
                 name: "store",
-                client: kinesis.clone(),
-                stream: config.names.stream.clone(),
+                source: store_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
-                function: store_fn,
+                function: kinesis_source::function(arn, move |event| {
+                    let store = Arc::clone(&store);
+                    Box::pin(async move { store.handle(&event).await })
+                }),
+            }
+            .start()
+            .await?,
+        );
+        let forward_source = KinesisSource::new(kinesis.clone(), &names.stream).await?;
+        let arn = forward_source.arn.clone();
+        tasks.extend(
+            Mapping {
+                name: "forward",
+                source: forward_source,
+                batch_size: config.batch_size,
+                poll_interval: config.poll_interval,
+                function: kinesis_source::function(arn, move |event| {
+                    let forward = Arc::clone(&forward);
+                    Box::pin(async move { forward.handle(&event).await })
+                }),
+            }
+            .start()
+            .await?,
+        );
+        let counts_source = DynamoStreamSource::new(
+            &dynamodb,
+            aws_sdk_dynamodbstreams::Client::new(sdk),
+            &names.events_table,
+        )
+        .await?;
+        let arn = counts_source.arn.clone();
+        tasks.extend(
+            Mapping {
+                name: "post-process",
+                source: counts_source,
+                batch_size: config.batch_size,
+                poll_interval: config.poll_interval,
+                function: dynamodb_source::function(arn, config.window, move |event| {
+                    let post_process = Arc::clone(&post_process);
+                    Box::pin(async move { post_process.handle(&event).await })
+                }),
             }
             .start()
             .await?,
         );
 
-        let ingest_fn: ApiFunction = Arc::new(move |event| {
-            let ingest = Arc::clone(&ingest);
-            Box::pin(async move { ingest.handle(&event).await })
-        });
-        let query_fn: ApiFunction = Arc::new(move |event| {
-            let query = Arc::clone(&query);
-            Box::pin(async move { query.handle(&event).await })
-        });
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("listening on {}", config.bind))?;
         let addr = listener.local_addr()?;
         let app = gateway::router(Gateway {
-            ingest: ingest_fn,
-            query: query_fn,
+            ingest: api_function(ingest, |h, e| Box::pin(async move { h.handle(&e).await })),
+            query: api_function(query, |h, e| Box::pin(async move { h.handle(&e).await })),
         });
         tasks.push(tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -138,7 +229,12 @@ impl LocalStack {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }));
-        Ok(Self { addr, tasks })
+        Ok(Self {
+            addr,
+            demo_queue_url,
+            dlq_url,
+            tasks,
+        })
     }
 
     /// Base URL of the HTTP API.

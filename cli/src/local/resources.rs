@@ -22,6 +22,10 @@ pub struct ResourceNames {
     pub counts_table: String,
     /// `routes` table.
     pub routes_table: String,
+    /// The demo queue the demo route `demo.*` sends to.
+    pub demo_queue: String,
+    /// The forward dead-letter queue.
+    pub forward_dlq: String,
 }
 
 impl ResourceNames {
@@ -32,6 +36,8 @@ impl ResourceNames {
             events_table: format!("{prefix}-events"),
             counts_table: format!("{prefix}-counts"),
             routes_table: format!("{prefix}-routes"),
+            demo_queue: format!("{prefix}-demo"),
+            forward_dlq: format!("{prefix}-forward-dlq"),
         }
     }
 }
@@ -173,5 +179,44 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNa
         .attribute_definitions(attr("id"))
         .key_schema(key("id", KeyType::Hash));
     create_table(routes, &names.routes_table).await?;
+    Ok(())
+}
+
+/// Creates a queue unless it exists (a `.fifo` name makes a FIFO queue); returns its URL.
+pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+    let mut request = client.create_queue().queue_name(name);
+    if name.ends_with(".fifo") {
+        request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+    }
+    let out = request
+        .send()
+        .await
+        .with_context(|| format!("creating queue {name}"))?;
+    out.queue_url()
+        .map(str::to_string)
+        .with_context(|| format!("no URL for queue {name}"))
+}
+
+/// Saves the demo route `demo.*` → `queue_url` unless a route `demo` exists.
+pub async fn ensure_demo_route(
+    routes: &telemetry_shared::aws::route_table::RouteTableStore,
+    queue_url: &str,
+) -> Result<()> {
+    use telemetry_shared::ports::{RouteSource, RouteStore};
+    let existing = routes.list_routes().await.context("reading routes")?;
+    if existing.iter().any(|r| r.id == "demo") {
+        return Ok(());
+    }
+    let route = telemetry_shared::route::Route {
+        id: "demo".into(),
+        pattern: "demo.*".into(),
+        queue_url: queue_url.to_string(),
+        enabled: true,
+        description: Some("created by `telemetry local`".into()),
+    };
+    routes
+        .put_route(&route)
+        .await
+        .context("saving the demo route")?;
     Ok(())
 }

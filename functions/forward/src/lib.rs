@@ -195,7 +195,8 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         for (d, delivery) in deliveries.iter().enumerate() {
             by_queue.entry(delivery.queue_url).or_default().push(d);
         }
-        let outcomes: Vec<(usize, Outcome)> = futures::stream::iter(by_queue)
+        let sends: Vec<_> = by_queue
+            .into_iter()
             .map(|(queue, indices)| {
                 let messages: Vec<&QueueMessage> =
                     indices.iter().map(|&d| &deliveries[d].message).collect();
@@ -204,14 +205,16 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                     indices.into_iter().zip(outcomes).collect::<Vec<_>>()
                 }
             })
+            .collect();
+        // Built up front: a closure inside the stream would trip rustc's Send inference.
+        let outcomes: Vec<Vec<(usize, Outcome)>> = futures::stream::iter(sends)
             .buffer_unordered(CONCURRENT_QUEUES)
-            .flat_map(futures::stream::iter)
             .collect()
             .await;
 
         let mut failed_records: BTreeSet<usize> = BTreeSet::new();
         let mut dead: Vec<(usize, String)> = Vec::new();
-        for (d, outcome) in outcomes {
+        for (d, outcome) in outcomes.into_iter().flatten() {
             match outcome {
                 Outcome::Delivered => metrics.add("RecordsForwarded", 1),
                 Outcome::Retry(reason) => {

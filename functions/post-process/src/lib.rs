@@ -146,8 +146,12 @@ impl<C: CountStore> PostProcess<C> {
             }
         }
         let updates = count::aggregate(&events);
-        let results: Vec<_> = futures::stream::iter(&updates)
+        let applies: Vec<_> = updates
+            .iter()
             .map(|u| async move { (u, self.counts.apply(shard, u).await) })
+            .collect();
+        // Built up front: a closure inside the stream would trip rustc's Send inference.
+        let results: Vec<_> = futures::stream::iter(applies)
             .buffer_unordered(CONCURRENT_UPDATES)
             .collect()
             .await;

@@ -1,29 +1,45 @@
-//! query: the read side of the HTTP API.
+//! query: the read side of the HTTP API, and the routes admin API.
 //!
-//! `GET /v1/events` (scope `events:read`): the caller's own events, newest first, paginated
-//! with an opaque cursor; `admin` may name another `userId`.
+//! * `GET /v1/events` (scope `events:read`): the caller's own events, newest first, paginated
+//!   with an opaque cursor; `admin` may name another `userId`.
+//! * `GET /v1/counts` (scope `counts:read`): counts per bucket, summing the partial counters.
+//! * `GET /v1/routes`, `PUT /v1/routes/{id}`, `DELETE /v1/routes/{id}` (scope `admin`).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::Method;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use telemetry_shared::auth::{AuthConfig, Principal, Scope, Verifier};
+use telemetry_shared::aws::count_table::CountTable;
 use telemetry_shared::aws::event_table::EventTable;
+use telemetry_shared::aws::route_table::RouteTableStore;
 use telemetry_shared::config::{ConfigError, Env};
-use telemetry_shared::event::{is_valid_type, is_valid_user_id};
+use telemetry_shared::count::{self, BucketCount, Granularity};
+use telemetry_shared::event::{
+    DEFAULT_ENVIRONMENT, is_valid_environment, is_valid_type, is_valid_user_id,
+};
 use telemetry_shared::http::{self as api, ApiError};
-use telemetry_shared::ports::{EventQuery, EventReader, ReadError, StoreError};
+use telemetry_shared::ports::{
+    CountReader, EventQuery, EventReader, ReadError, RouteStore, StoreError,
+};
+use telemetry_shared::route::{Route, RouteInput};
 
 /// Page size when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 50;
 /// Largest `limit`.
 pub const MAX_LIMIT: usize = 100;
+/// Most buckets one counts request may span (a day of minutes).
+pub const MAX_BUCKETS: i64 = 1440;
 
 /// query's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The `events` table (`EVENTS_TABLE`).
     pub events_table: String,
+    /// The `counts` table (`COUNTS_TABLE`).
+    pub counts_table: String,
+    /// The `routes` table (`ROUTES_TABLE`).
+    pub routes_table: String,
     /// Token verification.
     pub auth: AuthConfig,
 }
@@ -33,15 +49,19 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             events_table: env.required("EVENTS_TABLE")?,
+            counts_table: env.required("COUNTS_TABLE")?,
+            routes_table: env.required("ROUTES_TABLE")?,
             auth: AuthConfig::from_env(env)?,
         })
     }
 }
 
 /// The query handler.
-pub struct Query<R> {
+pub struct Query<R, C, S> {
     verifier: Verifier,
     events: R,
+    counts: C,
+    routes: S,
 }
 
 #[derive(Serialize)]
@@ -50,10 +70,45 @@ struct EventsPage<'a> {
     cursor: Option<&'a str>,
 }
 
-impl<R: EventReader> Query<R> {
-    /// A handler verifying tokens with `verifier` and reading from `events`.
-    pub fn new(verifier: Verifier, events: R) -> Self {
-        Self { verifier, events }
+#[derive(Serialize)]
+struct CountsAnswer<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    environment: &'a str,
+    granularity: Granularity,
+    from: String,
+    to: String,
+    buckets: Vec<BucketCount>,
+}
+
+#[derive(Serialize)]
+struct RoutesAnswer<'a> {
+    routes: &'a [Route],
+}
+
+fn store_failure(e: StoreError, what: &str) -> ApiError {
+    match e {
+        StoreError::Unavailable(reason) => {
+            tracing::warn!(%reason, "{what} unavailable");
+            ApiError::unavailable(format!("{what} could not be reached, retry later"), 1)
+        }
+        StoreError::Refused(reason) => {
+            tracing::error!(%reason, "{what} refused the request");
+            ApiError::internal()
+        }
+    }
+}
+
+impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
+    /// A handler verifying tokens with `verifier`, reading `events` and `counts`, managing
+    /// `routes`.
+    pub fn new(verifier: Verifier, events: R, counts: C, routes: S) -> Self {
+        Self {
+            verifier,
+            events,
+            counts,
+            routes,
+        }
     }
 
     /// Handles one API Gateway request.
@@ -72,18 +127,97 @@ impl<R: EventReader> Query<R> {
         req: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let path = api::path(req).trim_end_matches('/');
-        match path {
-            "/v1/events" => {
-                if api::method(req) != Method::GET {
-                    return Err(ApiError::method_not_allowed());
-                }
-                let principal = self
-                    .verifier
-                    .authenticate(api::header(req, "authorization"))?;
-                self.list_events(req, &principal).await
-            }
-            _ => Err(ApiError::not_found()),
+        let method = api::method(req).clone();
+        let route_id = path.strip_prefix("/v1/routes/");
+        if !matches!(path, "/v1/events" | "/v1/counts" | "/v1/routes") && route_id.is_none() {
+            return Err(ApiError::not_found());
         }
+        let principal = self
+            .verifier
+            .authenticate(api::header(req, "authorization"))?;
+        match (method, path, route_id) {
+            (Method::GET, "/v1/events", _) => self.list_events(req, &principal).await,
+            (Method::GET, "/v1/counts", _) => self.counts(req, &principal).await,
+            (Method::GET, "/v1/routes", _) => {
+                principal.require(Scope::Admin)?;
+                let routes = self
+                    .routes
+                    .list_routes()
+                    .await
+                    .map_err(|e| store_failure(e, "routes table"))?;
+                Ok(api::json_response(200, &RoutesAnswer { routes: &routes }))
+            }
+            (Method::PUT, _, Some(id)) => {
+                principal.require(Scope::Admin)?;
+                self.put_route(req, id).await
+            }
+            (Method::DELETE, _, Some(id)) => {
+                principal.require(Scope::Admin)?;
+                let deleted = self
+                    .routes
+                    .delete_route(id)
+                    .await
+                    .map_err(|e| store_failure(e, "routes table"))?;
+                if !deleted {
+                    return Err(ApiError::not_found());
+                }
+                tracing::info!(route = id, by = %principal.sub, "route deleted");
+                let mut response = api::text_response(204, String::new());
+                response.body = None;
+                Ok(response)
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    async fn put_route(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        id: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        api::require_json(req)?;
+        let body = api::body(req)?;
+        let input: RouteInput = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_route", format!("body is not a route: {e}"))
+        })?;
+        let route = input
+            .into_route(id)
+            .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+        self.routes
+            .put_route(&route)
+            .await
+            .map_err(|e| store_failure(e, "routes table"))?;
+        tracing::info!(route = %route.id, pattern = %route.pattern, queue = %route.queue_url, "route saved");
+        Ok(api::json_response(200, &route))
+    }
+
+    async fn counts(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        principal: &Principal,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        principal.require(Scope::CountsRead)?;
+        let q = counts_query(req, chrono::Utc::now())?;
+        let kind = q.kind.as_deref().unwrap_or(count::ALL_TYPES);
+        let pk = count::partition_key(&q.environment, kind, q.granularity);
+        let from_bucket = count::format_bucket(q.granularity.bucket_start(q.from));
+        let to_bucket = count::format_bucket(q.granularity.bucket_start(q.to));
+        let partials = self
+            .counts
+            .read_partials(&pk, &from_bucket, &to_bucket)
+            .await
+            .map_err(|e| store_failure(e, "counts table"))?;
+        Ok(api::json_response(
+            200,
+            &CountsAnswer {
+                kind: q.kind.as_deref(),
+                environment: &q.environment,
+                granularity: q.granularity,
+                from: from_bucket,
+                to: to_bucket,
+                buckets: count::sum_partials(partials),
+            },
+        ))
     }
 
     async fn list_events(
@@ -182,17 +316,110 @@ pub fn events_query(
     })
 }
 
+/// Checked parameters of `GET /v1/counts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountsQuery {
+    /// Event type; `None` is all types together.
+    pub kind: Option<String>,
+    /// Environment, default `prod`.
+    pub environment: String,
+    /// Bucket size, default `hour`.
+    pub granularity: Granularity,
+    /// Start of the range (inclusive).
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// End of the range (inclusive).
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Reads and checks the parameters of `GET /v1/counts`. Without `to`, the range ends `now`;
+/// without `from`, it starts 60 minutes, 24 hours or 30 days before `to`.
+pub fn counts_query(
+    req: &ApiGatewayV2httpRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<CountsQuery, ApiError> {
+    let granularity = match api::query(req, "granularity") {
+        None => Granularity::Hour,
+        Some(g) => Granularity::parse(g).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_granularity",
+                "`granularity` must be minute, hour or day",
+            )
+        })?,
+    };
+    let kind = match api::query(req, "type") {
+        None => None,
+        Some(t) if is_valid_type(t) => Some(t.to_string()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_type",
+                "`type` is not a valid event type",
+            ));
+        }
+    };
+    let environment = match api::query(req, "environment") {
+        None => DEFAULT_ENVIRONMENT.to_string(),
+        Some(e) if is_valid_environment(e) => e.to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_environment",
+                "`environment` must be 1..=32 characters of [a-z0-9_-]",
+            ));
+        }
+    };
+    let time = |name: &'static str, code: &'static str| {
+        api::query(req, name)
+            .map(|raw| {
+                telemetry_shared::time::parse(raw).ok_or_else(|| {
+                    ApiError::bad_request(code, format!("`{name}` must be an RFC 3339 date-time"))
+                })
+            })
+            .transpose()
+    };
+    let to = time("to", "invalid_to")?.unwrap_or(now);
+    let default_span = match granularity {
+        Granularity::Minute => chrono::Duration::minutes(59),
+        Granularity::Hour => chrono::Duration::hours(23),
+        Granularity::Day => chrono::Duration::days(29),
+    };
+    let from = time("from", "invalid_from")?.unwrap_or(to - default_span);
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`from` is after `to`",
+        ));
+    }
+    let span = count::bucket_span(granularity, from, to);
+    if span > MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "range_too_large",
+            format!(
+                "the range spans {span} {} buckets; at most {MAX_BUCKETS} per request",
+                granularity.as_str()
+            ),
+        ));
+    }
+    Ok(CountsQuery {
+        kind,
+        environment,
+        granularity,
+        from,
+        to,
+    })
+}
+
+/// The production handler's type.
+pub type AwsQuery = Query<EventTable, CountTable, RouteTableStore>;
+
 /// Builds the production handler.
-pub fn from_config(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-) -> Result<Query<EventTable>, ConfigError> {
-    let events = EventTable::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        config.events_table.clone(),
-        None,
-    );
-    Ok(Query::new(Verifier::new(&config.auth)?, events))
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Result<AwsQuery, ConfigError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    Ok(Query::new(
+        Verifier::new(&config.auth)?,
+        EventTable::new(dynamodb.clone(), config.events_table.clone(), None),
+        // Reads only: the TTL setting is post-process's.
+        CountTable::new(dynamodb.clone(), config.counts_table.clone(), 1),
+        RouteTableStore::new(dynamodb, config.routes_table.clone()),
+    ))
 }
 
 #[cfg(test)]
