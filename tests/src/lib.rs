@@ -111,6 +111,8 @@ pub struct StackOptions {
     pub shards: i32,
     /// ingest's retry budget.
     pub retry_budget: Duration,
+    /// forward's route cache lifetime (short in tests; 60 s in the template).
+    pub routes_refresh: Duration,
 }
 
 impl Default for StackOptions {
@@ -120,6 +122,7 @@ impl Default for StackOptions {
             endpoint: None,
             shards: 2,
             retry_budget: Duration::from_secs(5),
+            routes_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -141,6 +144,7 @@ impl TestStack {
         config.shards = options.shards;
         config.poll_interval = Duration::from_millis(100);
         config.ingest_retry_budget = options.retry_budget;
+        config.routes_refresh = options.routes_refresh;
         let stack = LocalStack::start(config, &sdk)
             .await
             .expect("local stack starts against the emulator");
@@ -199,6 +203,78 @@ impl TestStack {
                 None => return out,
             }
         }
+    }
+
+    /// PUT a JSON body.
+    pub async fn put(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
+        read(r).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE");
+        read(r).await
+    }
+
+    /// Creates a queue for this test (`.fifo` names make FIFO queues); returns its URL.
+    pub async fn queue(&self, name: &str) -> String {
+        let full = format!("{}-{name}", self.names.stream.trim_end_matches("-events"));
+        telemetry_cli::local::resources::ensure_queue(&aws_sdk_sqs::Client::new(&self.sdk), &full)
+            .await
+            .expect("create queue")
+    }
+
+    /// Receives (and deletes) messages from `queue_url` until `expected` arrived or `timeout`.
+    pub async fn drain(&self, queue_url: &str, expected: usize, timeout: Duration) -> Vec<Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while out.len() < expected && start.elapsed() < timeout {
+            let page = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive");
+            let messages = page.messages();
+            if messages.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            for m in messages {
+                let body: Value =
+                    serde_json::from_str(m.body().unwrap_or("null")).unwrap_or(Value::Null);
+                let event_type = m
+                    .message_attributes()
+                    .and_then(|a| a.get("eventType"))
+                    .and_then(|v| v.string_value())
+                    .map(str::to_string);
+                out.push(serde_json::json!({"body": body, "eventType": event_type}));
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        out
     }
 
     /// Polls `GET /v1/events` until `expected` events are there (or `timeout`), returning them.
