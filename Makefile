@@ -4,28 +4,43 @@ SHELL := /bin/bash
 
 VENV        := .venv
 PYTHON      ?= python3
-EMULATOR_REQS := scripts/emulator-requirements.txt
-EMULATOR_OK := $(VENV)/.emulator-installed
+PYTHON_REQS := scripts/python-requirements.txt
+PYTHON_OK := $(VENV)/.installed
 # `make dev` and `make test` use different ports, so tests can run while the dev stack is up.
 DEV_EMULATOR_PORT  ?= 4566
 TEST_EMULATOR_PORT ?= 4599
 PORT ?= 3000
 
-.PHONY: help dev test emulator fmt-check clippy unit e2e build
+FUNCTIONS := ingest store forward post-process query
+# Lambda architecture of `make build` (and of `sam build`, which calls the build-* targets).
+ARCH ?= arm64
+ifeq ($(ARCH),arm64)
+  TRIPLE := aarch64-unknown-linux-gnu
+  # Cross-compiling from x86_64: the C parts (aws-lc) and the link need an aarch64 toolchain.
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER ?= aarch64-linux-gnu-gcc
+  export CC_aarch64_unknown_linux_gnu ?= aarch64-linux-gnu-gcc
+else ifeq ($(ARCH),x86_64)
+  TRIPLE := x86_64-unknown-linux-gnu
+else
+  $(error ARCH must be arm64 or x86_64, not $(ARCH))
+endif
+
+.PHONY: help dev test emulator fmt-check clippy build lint
 
 help:
 	@echo "make dev    run the whole pipeline locally (emulator + telemetry local on :$(PORT))"
 	@echo "make test   install test needs once, start the emulator, run fmt, clippy and every test, stop it"
+	@echo "make build  Lambda artefacts in target/lambda/\$$ARCH/<function>.zip (ARCH=arm64|x86_64, default arm64)"
 
 # The emulator (moto server, pinned with all its dependencies) lives in .venv/.
-$(EMULATOR_OK): $(EMULATOR_REQS)
+$(PYTHON_OK): $(PYTHON_REQS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r $(EMULATOR_REQS)
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet -r $(PYTHON_REQS)
 	touch $@
 
-emulator: $(EMULATOR_OK)
+emulator: $(PYTHON_OK)
 
-dev: $(EMULATOR_OK)
+dev: $(PYTHON_OK)
 	cargo build -p telemetry-cli
 	scripts/dev.sh $(DEV_EMULATOR_PORT) $(PORT)
 
@@ -35,5 +50,21 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: $(EMULATOR_OK) fmt-check clippy
+test: $(PYTHON_OK) fmt-check clippy
 	scripts/with-emulator.sh $(TEST_EMULATOR_PORT) cargo test --workspace
+
+# Lambda artefacts: target/lambda/$(ARCH)/<function>/bootstrap and <function>.zip.
+build:
+	scripts/check-toolchain.sh $(TRIPLE)
+	cargo build --release --locked --target $(TRIPLE) $(addprefix -p ,$(FUNCTIONS))
+	scripts/package.sh $(TRIPLE) target/lambda/$(ARCH) $(FUNCTIONS)
+
+# `sam build` (BuildMethod: makefile) calls build-<LogicalId> with ARTIFACTS_DIR set.
+build-IngestFunction build-StoreFunction build-ForwardFunction build-PostProcessFunction build-QueryFunction:
+	$(MAKE) build-one FUNCTION=$(shell echo '$@' | sed -e 's/^build-//' -e 's/Function$$//' -e 's/PostProcess/post-process/' | tr 'A-Z' 'a-z')
+
+build-one:
+	scripts/check-toolchain.sh $(TRIPLE)
+	cargo build --release --locked --target $(TRIPLE) -p $(FUNCTION)
+	scripts/package.sh $(TRIPLE) target/lambda/$(ARCH) $(FUNCTION)
+	cp target/lambda/$(ARCH)/$(FUNCTION)/bootstrap "$(ARTIFACTS_DIR)/bootstrap"

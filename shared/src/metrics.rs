@@ -13,11 +13,85 @@ use serde_json::{Map, Value, json};
 /// CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "Telemetry";
 
+/// Every metric the functions emit (the dashboard and alarms may use no other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// ingest: events written to the stream.
+    EventsAccepted,
+    /// Events (ingest) or records (stream functions) refused, with a `Reason` dimension.
+    EventsRejected,
+    /// ingest: requests answered with an error.
+    RequestsFailed,
+    /// Events or records per invocation.
+    BatchSize,
+    /// store: records written to the `events` table.
+    RecordsStored,
+    /// Stream functions: records reported in `batchItemFailures` (Lambda retries them).
+    RecordsFailed,
+    /// forward: messages delivered to route queues.
+    RecordsForwarded,
+    /// forward: deliveries sent to the dead-letter queue.
+    ForwardDeadLettered,
+    /// Entries resent after a throttle or partial failure (PutRecords, BatchWriteItem,
+    /// SendMessageBatch).
+    Retries,
+    /// post-process: INSERT records aggregated.
+    RecordsCounted,
+    /// post-process: counter increments applied.
+    CountIncrements,
+    /// post-process: conditional `UpdateItem`s made (one per partial counter per batch).
+    CounterUpdates,
+    /// post-process: record-counter pairs already applied before (replays).
+    DuplicatesSkipped,
+    /// post-process: stream records that are not INSERTs.
+    RecordsSkipped,
+}
+
+impl Metric {
+    /// All metrics.
+    pub const ALL: [Metric; 14] = [
+        Self::EventsAccepted,
+        Self::EventsRejected,
+        Self::RequestsFailed,
+        Self::BatchSize,
+        Self::RecordsStored,
+        Self::RecordsFailed,
+        Self::RecordsForwarded,
+        Self::ForwardDeadLettered,
+        Self::Retries,
+        Self::RecordsCounted,
+        Self::CountIncrements,
+        Self::CounterUpdates,
+        Self::DuplicatesSkipped,
+        Self::RecordsSkipped,
+    ];
+
+    /// The CloudWatch metric name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EventsAccepted => "EventsAccepted",
+            Self::EventsRejected => "EventsRejected",
+            Self::RequestsFailed => "RequestsFailed",
+            Self::BatchSize => "BatchSize",
+            Self::RecordsStored => "RecordsStored",
+            Self::RecordsFailed => "RecordsFailed",
+            Self::RecordsForwarded => "RecordsForwarded",
+            Self::ForwardDeadLettered => "ForwardDeadLettered",
+            Self::Retries => "Retries",
+            Self::RecordsCounted => "RecordsCounted",
+            Self::CountIncrements => "CountIncrements",
+            Self::CounterUpdates => "CounterUpdates",
+            Self::DuplicatesSkipped => "DuplicatesSkipped",
+            Self::RecordsSkipped => "RecordsSkipped",
+        }
+    }
+}
+
 /// Counters collected during one invocation.
 #[derive(Debug)]
 pub struct Metrics {
     function: &'static str,
-    counts: BTreeMap<&'static str, u64>,
+    counts: BTreeMap<Metric, u64>,
     rejected: BTreeMap<&'static str, u64>,
 }
 
@@ -31,9 +105,9 @@ impl Metrics {
         }
     }
 
-    /// Adds `n` to counter `name`.
-    pub fn add(&mut self, name: &'static str, n: u64) {
-        *self.counts.entry(name).or_default() += n;
+    /// Adds `n` to `metric`.
+    pub fn add(&mut self, metric: Metric, n: u64) {
+        *self.counts.entry(metric).or_default() += n;
     }
 
     /// Counts one rejected event (or record) under `reason`, in `EventsRejected`.
@@ -41,27 +115,29 @@ impl Metrics {
         *self.rejected.entry(reason).or_default() += 1;
     }
 
-    /// The value of counter `name` so far.
-    pub fn get(&self, name: &str) -> u64 {
-        self.counts.get(name).copied().unwrap_or(0)
+    /// The value of `metric` so far.
+    pub fn get(&self, metric: Metric) -> u64 {
+        self.counts.get(&metric).copied().unwrap_or(0)
     }
 
     /// The EMF documents for these counters (one per dimension set).
     pub fn documents(&self, timestamp_ms: i64) -> Vec<Value> {
         let mut docs = Vec::new();
         if !self.counts.is_empty() {
-            let mut doc = envelope(timestamp_ms, &["Function"], self.counts.keys().copied());
+            let names = self.counts.keys().map(|m| m.name());
+            let mut doc = envelope(timestamp_ms, &["Function"], names);
             doc.insert("Function".into(), self.function.into());
-            for (name, value) in &self.counts {
-                doc.insert((*name).into(), (*value).into());
+            for (metric, value) in &self.counts {
+                doc.insert(metric.name().into(), (*value).into());
             }
             docs.push(Value::Object(doc));
         }
         for (reason, value) in &self.rejected {
-            let mut doc = envelope(timestamp_ms, &["Function", "Reason"], ["EventsRejected"]);
+            let name = Metric::EventsRejected.name();
+            let mut doc = envelope(timestamp_ms, &["Function", "Reason"], [name]);
             doc.insert("Function".into(), self.function.into());
             doc.insert("Reason".into(), (*reason).into());
-            doc.insert("EventsRejected".into(), (*value).into());
+            doc.insert(name.into(), (*value).into());
             docs.push(Value::Object(doc));
         }
         docs
@@ -116,8 +192,8 @@ mod tests {
     #[test]
     fn emf_documents_declare_every_metric_they_carry() {
         let mut m = Metrics::new("ingest");
-        m.add("EventsAccepted", 3);
-        m.add("EventsAccepted", 2);
+        m.add(Metric::EventsAccepted, 3);
+        m.add(Metric::EventsAccepted, 2);
         m.rejected("invalid_type");
         let docs = m.documents(1);
         assert_eq!(docs.len(), 2);

@@ -39,10 +39,11 @@ impl Retryable for SinkError {
 /// Puts encoded events on the event stream.
 pub trait EventSink: Send + Sync {
     /// Puts every record durably on the stream, or fails; never a silent partial success.
+    /// Returns how many records had to be re-sent (throttles, partial failures).
     fn put_records(
         &self,
         records: Vec<EventRecord>,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    ) -> impl Future<Output = Result<usize, SinkError>> + Send;
 }
 
 /// Why events could not be written to the store.
@@ -69,6 +70,8 @@ pub struct WriteOutcome {
     pub failed: Vec<usize>,
     /// The last error seen, when anything failed.
     pub error: Option<StoreError>,
+    /// Items re-sent (unprocessed items, throttled calls).
+    pub retried: usize,
 }
 
 impl WriteOutcome {
@@ -221,12 +224,12 @@ pub mod memory {
     }
 
     impl EventSink for MemorySink {
-        async fn put_records(&self, records: Vec<EventRecord>) -> Result<(), SinkError> {
+        async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {
             if let Some(e) = self.fail_with.lock().expect("lock").clone() {
                 return Err(e);
             }
             self.records.lock().expect("lock").extend(records);
-            Ok(())
+            Ok(0)
         }
     }
 

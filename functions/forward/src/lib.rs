@@ -21,7 +21,7 @@ use telemetry_shared::aws::route_table::RouteTableStore;
 use telemetry_shared::aws::sqs::SqsQueues;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::delivery::{MAX_SQS_BYTES, QueueMessage, plan_batches};
-use telemetry_shared::metrics::Metrics;
+use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{QueueSink, RouteSource, SendError, StoreError};
 use telemetry_shared::record;
 use telemetry_shared::retry::Backoff;
@@ -146,7 +146,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
     /// Handles one batch of Kinesis records.
     pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
         let mut metrics = Metrics::new("forward");
-        metrics.add("BatchSize", event.records.len() as u64);
+        metrics.add(Metric::BatchSize, event.records.len() as u64);
         let mut response = KinesisEventResponse::default();
         let table = match self.routes.table().await {
             Ok(table) => table,
@@ -201,22 +201,30 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                 let messages: Vec<&QueueMessage> =
                     indices.iter().map(|&d| &deliveries[d].message).collect();
                 async move {
-                    let outcomes = self.deliver(queue, &messages).await;
-                    indices.into_iter().zip(outcomes).collect::<Vec<_>>()
+                    let (outcomes, retried) = self.deliver(queue, &messages).await;
+                    (
+                        indices.into_iter().zip(outcomes).collect::<Vec<_>>(),
+                        retried,
+                    )
                 }
             })
             .collect();
         // Built up front: a closure inside the stream would trip rustc's Send inference.
-        let outcomes: Vec<Vec<(usize, Outcome)>> = futures::stream::iter(sends)
+        let results: Vec<(Vec<(usize, Outcome)>, usize)> = futures::stream::iter(sends)
             .buffer_unordered(CONCURRENT_QUEUES)
             .collect()
             .await;
+        let retried: usize = results.iter().map(|(_, r)| r).sum();
+        if retried > 0 {
+            metrics.add(Metric::Retries, retried as u64);
+        }
+        let outcomes = results.into_iter().flat_map(|(o, _)| o);
 
         let mut failed_records: BTreeSet<usize> = BTreeSet::new();
         let mut dead: Vec<(usize, String)> = Vec::new();
-        for (d, outcome) in outcomes.into_iter().flatten() {
+        for (d, outcome) in outcomes {
             match outcome {
-                Outcome::Delivered => metrics.add("RecordsForwarded", 1),
+                Outcome::Delivered => metrics.add(Metric::RecordsForwarded, 1),
                 Outcome::Retry(reason) => {
                     tracing::warn!(queue = deliveries[d].queue_url, %reason, "delivery failed, Lambda will retry");
                     failed_records.insert(deliveries[d].record);
@@ -233,7 +241,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         for i in &failed_records {
             response.add_failure(event.records[*i].kinesis.sequence_number.clone());
         }
-        metrics.add("RecordsFailed", failed_records.len() as u64);
+        metrics.add(Metric::RecordsFailed, failed_records.len() as u64);
         tracing::info!(
             records = event.records.len(),
             routes = table.len(),
@@ -245,23 +253,21 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         response
     }
 
-    /// Sends `messages` to one queue; one outcome per message.
-    async fn deliver(&self, queue: &str, messages: &[&QueueMessage]) -> Vec<Outcome> {
+    /// Sends `messages` to one queue; one outcome per message, and how many entries were
+    /// re-sent.
+    async fn deliver(&self, queue: &str, messages: &[&QueueMessage]) -> (Vec<Outcome>, usize) {
         let limit = match self.queues.max_message_size(queue).await {
             Ok(size) => size.min(MAX_SQS_BYTES),
-            Err(SendError::Permanent(reason)) => {
-                return messages
-                    .iter()
-                    .map(|_| Outcome::Dead(reason.clone()))
-                    .collect();
-            }
-            Err(SendError::Retryable(reason)) => {
-                return messages
-                    .iter()
-                    .map(|_| Outcome::Retry(reason.clone()))
-                    .collect();
+            Err(e) => {
+                let outcome = |reason: &String| match &e {
+                    SendError::Permanent(_) => Outcome::Dead(reason.clone()),
+                    SendError::Retryable(_) => Outcome::Retry(reason.clone()),
+                };
+                let reason = e.to_string();
+                return (messages.iter().map(|_| outcome(&reason)).collect(), 0);
             }
         };
+        let mut retried = 0;
         let mut outcomes: Vec<Outcome> = messages.iter().map(|_| Outcome::Delivered).collect();
         let sizes: Vec<usize> = messages.iter().map(|m| m.size()).collect();
         let (batches, too_large) = plan_batches(&sizes, limit);
@@ -293,10 +299,11 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                     break;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
+                retried += retry.len();
                 pending = retry;
             }
         }
-        outcomes
+        (outcomes, retried)
     }
 
     /// Sends permanently failed deliveries, with their reason, to the dead-letter queue.
@@ -332,11 +339,11 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             })
             .collect();
         let refs: Vec<&QueueMessage> = letters.iter().collect();
-        let outcomes = self.deliver(&self.dlq_url, &refs).await;
+        let (outcomes, _) = self.deliver(&self.dlq_url, &refs).await;
         let mut failed = Vec::new();
         for ((d, _), outcome) in dead.iter().zip(outcomes) {
             match outcome {
-                Outcome::Delivered => metrics.add("ForwardDeadLettered", 1),
+                Outcome::Delivered => metrics.add(Metric::ForwardDeadLettered, 1),
                 Outcome::Retry(reason) | Outcome::Dead(reason) => {
                     tracing::error!(%reason, "dead-letter queue refused the event; Lambda will retry");
                     failed.push(deliveries[*d].record);

@@ -14,7 +14,7 @@ use telemetry_shared::auth::{AuthConfig, Scope, Verifier};
 use telemetry_shared::batch::{self, Enrichment, RejectedEvent};
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::http::{self as api, ApiError};
-use telemetry_shared::metrics::Metrics;
+use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{EventSink, SinkError};
 
 /// Seconds a client is told to wait after a 503.
@@ -68,7 +68,7 @@ impl<S: EventSink> Ingest<S> {
         let response = match self.accept(req, &mut metrics).await {
             Ok(response) => response,
             Err(e) => {
-                metrics.add("RequestsFailed", 1);
+                metrics.add(Metric::RequestsFailed, 1);
                 tracing::info!(status = e.status, code = e.code, "request refused");
                 e.into_response()
             }
@@ -115,7 +115,7 @@ impl<S: EventSink> Ingest<S> {
             metrics.rejected(r.code.as_str());
         }
         metrics.add(
-            "BatchSize",
+            Metric::BatchSize,
             (prepared.records.len() + prepared.rejected.len()) as u64,
         );
         if prepared.records.is_empty() {
@@ -127,7 +127,8 @@ impl<S: EventSink> Ingest<S> {
         }
 
         let accepted = prepared.records.len();
-        self.sink
+        let retried = self
+            .sink
             .put_records(prepared.records)
             .await
             .map_err(|e| match e {
@@ -143,7 +144,10 @@ impl<S: EventSink> Ingest<S> {
                     ApiError::internal()
                 }
             })?;
-        metrics.add("EventsAccepted", accepted as u64);
+        metrics.add(Metric::EventsAccepted, accepted as u64);
+        if retried > 0 {
+            metrics.add(Metric::Retries, retried as u64);
+        }
         tracing::info!(
             sub = %principal.sub,
             accepted,

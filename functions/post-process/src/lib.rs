@@ -15,7 +15,7 @@ use serde_dynamo::AttributeValue;
 use telemetry_shared::aws::count_table::CountTable;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, CountedEvent};
-use telemetry_shared::metrics::Metrics;
+use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::CountStore;
 use telemetry_shared::sequence;
 
@@ -111,7 +111,7 @@ impl<C: CountStore> PostProcess<C> {
         // Lambda requires a state in every window response; `{}` is the empty one.
         let mut response = TimeWindowEventResponse::default();
         let records = &event.dynamo_db_event.records;
-        metrics.add("BatchSize", records.len() as u64);
+        metrics.add(Metric::BatchSize, records.len() as u64);
         let Some(shard) = event.time_window_properties.shard_id.as_deref() else {
             // Without the shard id the counters cannot be kept exactly once: refuse to count
             // rather than risk counting twice. The iterator-age alarm will say so.
@@ -138,7 +138,7 @@ impl<C: CountStore> PostProcess<C> {
                     }
                     events.push(e);
                 }
-                Err(Skip::NotInsert) => metrics.add("RecordsSkipped", 1),
+                Err(Skip::NotInsert) => metrics.add(Metric::RecordsSkipped, 1),
                 Err(Skip::Undecodable(what)) => {
                     tracing::error!(sequence_number = ?r.change.sequence_number, missing = what, "stream record not countable");
                     metrics.rejected("undecodable");
@@ -164,7 +164,7 @@ impl<C: CountStore> PostProcess<C> {
                     applied += n;
                     let skipped = update.seqs.len() as u64 - n;
                     if skipped > 0 {
-                        metrics.add("DuplicatesSkipped", skipped);
+                        metrics.add(Metric::DuplicatesSkipped, skipped);
                     }
                 }
                 Err(e) => {
@@ -180,11 +180,11 @@ impl<C: CountStore> PostProcess<C> {
             response
                 .batch_item_failures
                 .push(failure(Some(seq.to_string())));
-            metrics.add("RecordsFailed", 1);
+            metrics.add(Metric::RecordsFailed, 1);
         }
-        metrics.add("RecordsCounted", events.len() as u64);
-        metrics.add("CountIncrements", applied);
-        metrics.add("CounterUpdates", updates.len() as u64);
+        metrics.add(Metric::RecordsCounted, events.len() as u64);
+        metrics.add(Metric::CountIncrements, applied);
+        metrics.add(Metric::CounterUpdates, updates.len() as u64);
         tracing::info!(
             shard,
             records = records.len(),

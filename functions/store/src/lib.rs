@@ -9,7 +9,7 @@ use aws_lambda_events::streams::KinesisEventResponse;
 use telemetry_shared::aws::event_table::EventTable;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::event::StoredEvent;
-use telemetry_shared::metrics::Metrics;
+use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::EventStore;
 use telemetry_shared::record;
 
@@ -70,18 +70,21 @@ impl<S: EventStore> Store<S> {
         if !events.is_empty() {
             let outcome = self.store.write_events(&events).await;
             metrics.add(
-                "RecordsStored",
+                Metric::RecordsStored,
                 (events.len() - outcome.failed.len()) as u64,
             );
+            if outcome.retried > 0 {
+                metrics.add(Metric::Retries, outcome.retried as u64);
+            }
             if let Some(error) = &outcome.error {
                 tracing::warn!(failed = outcome.failed.len(), %error, "some records not stored");
-                metrics.add("RecordsFailed", outcome.failed.len() as u64);
+                metrics.add(Metric::RecordsFailed, outcome.failed.len() as u64);
             }
             for i in outcome.failed {
                 response.add_failure(sequence_numbers[i]);
             }
         }
-        metrics.add("BatchSize", event.records.len() as u64);
+        metrics.add(Metric::BatchSize, event.records.len() as u64);
         tracing::info!(
             records = event.records.len(),
             failed = response.batch_item_failures.len(),

@@ -136,8 +136,9 @@ impl EventTable {
     async fn write_call(
         &self,
         mut requests: Vec<WriteRequest>,
-    ) -> Result<(), (Vec<WriteRequest>, StoreError)> {
+    ) -> (usize, Result<(), (Vec<WriteRequest>, StoreError)>) {
         let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
+        let mut retried = 0;
         loop {
             let result = self
                 .client
@@ -152,18 +153,24 @@ impl EventTable {
                         .and_then(|mut m| m.remove(&self.table))
                         .unwrap_or_default();
                     if unprocessed.is_empty() {
-                        return Ok(());
+                        return (retried, Ok(()));
                     }
                     tracing::debug!(unprocessed = unprocessed.len(), "retrying UnprocessedItems");
                     requests = unprocessed;
                     StoreError::Unavailable(format!("{} items stayed unprocessed", requests.len()))
                 }
                 Err(e) if super::is_retryable(&e) => StoreError::Unavailable(super::describe(&e)),
-                Err(e) => return Err((requests, StoreError::Refused(super::describe(&e)))),
+                Err(e) => {
+                    return (
+                        retried,
+                        Err((requests, StoreError::Refused(super::describe(&e)))),
+                    );
+                }
             };
             if backoff.attempts() + 1 >= MAX_ATTEMPTS {
-                return Err((requests, error));
+                return (retried, Err((requests, error)));
             }
+            retried += requests.len();
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
@@ -218,10 +225,10 @@ impl EventStore for EventTable {
                 .collect();
             async move {
                 match self.write_call(requests).await {
-                    Ok(()) => (indices, Vec::new(), None),
-                    Err((left, error)) => {
+                    (retried, Ok(())) => (indices, Vec::new(), None, retried),
+                    (retried, Err((left, error))) => {
                         let left: Vec<(String, String)> = left.iter().filter_map(key_of).collect();
-                        (indices, left, Some(error))
+                        (indices, left, Some(error), retried)
                     }
                 }
             }
@@ -233,7 +240,8 @@ impl EventStore for EventTable {
 
         let mut failed_representatives = Vec::new();
         let mut outcome = WriteOutcome::default();
-        for (indices, left, error) in results {
+        for (indices, left, error, retried) in results {
+            outcome.retried += retried;
             if error.is_none() {
                 continue;
             }

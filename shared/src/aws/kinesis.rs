@@ -43,9 +43,10 @@ impl KinesisSink {
         &self,
         chunk: Vec<EventRecord>,
         deadline: Deadline,
-    ) -> Result<(), SinkError> {
+    ) -> Result<usize, SinkError> {
         let mut pending: Vec<PutRecordsRequestEntry> = chunk.into_iter().map(entry).collect();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut retried = 0;
         loop {
             let call = self
                 .client
@@ -62,13 +63,14 @@ impl KinesisSink {
                 Ok(Ok(output)) => {
                     let (failed, reason) = failed_entries(pending, &output);
                     if failed.is_empty() {
-                        return Ok(());
+                        return Ok(retried);
                     }
                     tracing::warn!(failed = failed.len(), %reason, "PutRecords partial failure, retrying the failed records");
                     pending = failed;
                     reason
                 }
             };
+            retried += pending.len();
             if !deadline.sleep(backoff.next_delay()).await {
                 return Err(SinkError::Unavailable(format!(
                     "{} records still failing after {} attempts: {last_error}",
@@ -81,12 +83,14 @@ impl KinesisSink {
 }
 
 impl EventSink for KinesisSink {
-    async fn put_records(&self, records: Vec<EventRecord>) -> Result<(), SinkError> {
+    async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {
         let deadline = Deadline::after(self.budget);
         let calls = chunks(records)
             .into_iter()
             .map(|chunk| self.put_chunk(chunk, deadline));
-        futures::future::try_join_all(calls).await.map(|_| ())
+        futures::future::try_join_all(calls)
+            .await
+            .map(|retried| retried.into_iter().sum())
     }
 }
 
