@@ -29,7 +29,7 @@ endif
 
 help:
 	@echo "make dev    run the whole pipeline locally (emulator + telemetry local on :$(PORT))"
-	@echo "make test   install test needs once, start the emulator, run fmt, clippy and every test, stop it"
+	@echo "make test   install test needs once, start the emulator, run fmt, clippy, cfn-lint and every test, stop it"
 	@echo "make build  Lambda artefacts in target/lambda/\$$ARCH/<function>.zip (ARCH=arm64|x86_64, default arm64)"
 
 # The emulator (moto server, pinned with all its dependencies) lives in .venv/.
@@ -50,7 +50,10 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: $(PYTHON_OK) fmt-check clippy
+lint: $(PYTHON_OK)
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: $(PYTHON_OK) fmt-check clippy lint
 	scripts/with-emulator.sh $(TEST_EMULATOR_PORT) cargo test --workspace
 
 # Lambda artefacts: target/lambda/$(ARCH)/<function>/bootstrap and <function>.zip.

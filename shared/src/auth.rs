@@ -120,6 +120,9 @@ pub enum VerificationKey {
     Secret(Secret),
     /// RSA or EC public key, PEM.
     PublicKeyPem(String),
+    /// A Secrets Manager secret holding the HS* secret: resolved at cold start by
+    /// [`crate::aws::secrets::resolve`] before a [`Verifier`] is built.
+    SecretArn(String),
 }
 
 impl fmt::Debug for VerificationKey {
@@ -127,12 +130,13 @@ impl fmt::Debug for VerificationKey {
         match self {
             Self::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
             Self::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+            Self::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
         }
     }
 }
 
-/// Auth settings, read from `JWT_ALGORITHMS`, `JWT_SECRET` / `JWT_PUBLIC_KEY`, `JWT_ISSUER`,
-/// `JWT_AUDIENCE`.
+/// Auth settings, read from `JWT_ALGORITHMS`, one of `JWT_PUBLIC_KEY` / `JWT_SECRET_ARN` /
+/// `JWT_SECRET` (local and dev only), `JWT_ISSUER`, `JWT_AUDIENCE`.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Accepted `alg` values.
@@ -151,16 +155,24 @@ impl AuthConfig {
         let algorithms_raw = env.required("JWT_ALGORITHMS")?;
         let algorithms = parse_algorithms(&algorithms_raw)
             .map_err(|reason| ConfigError::invalid("JWT_ALGORITHMS", reason))?;
-        let key = match (env.optional("JWT_SECRET"), env.optional("JWT_PUBLIC_KEY")) {
-            (Some(secret), None) => VerificationKey::Secret(Secret::new(secret)),
-            (None, Some(pem)) => VerificationKey::PublicKeyPem(pem),
+        let keys = [
+            env.optional("JWT_PUBLIC_KEY")
+                .map(VerificationKey::PublicKeyPem),
+            env.optional("JWT_SECRET_ARN")
+                .map(VerificationKey::SecretArn),
+            env.optional("JWT_SECRET")
+                .map(|s| VerificationKey::Secret(Secret::new(s))),
+        ];
+        let mut keys = keys.into_iter().flatten();
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None) => key,
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
                     "JWT_PUBLIC_KEY",
-                    "set either JWT_SECRET or JWT_PUBLIC_KEY, not both",
+                    "set only one of JWT_PUBLIC_KEY, JWT_SECRET_ARN and JWT_SECRET",
                 ));
             }
-            (None, None) => return Err(ConfigError::Missing("JWT_PUBLIC_KEY")),
+            (None, _) => return Err(ConfigError::Missing("JWT_PUBLIC_KEY")),
         };
         Ok(Self {
             algorithms,
@@ -248,6 +260,12 @@ impl Verifier {
                     ));
                 }
                 DecodingKey::from_secret(secret.expose().as_bytes())
+            }
+            VerificationKey::SecretArn(_) => {
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET_ARN",
+                    "the secret must be read from Secrets Manager before verifying tokens",
+                ));
             }
             VerificationKey::PublicKeyPem(pem) => {
                 if config

@@ -2,9 +2,10 @@
 //!
 //! A missing or malformed variable is a [`ConfigError`] naming it, which stops start-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 /// A configuration problem, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +37,14 @@ impl ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     overrides: Option<HashMap<String, String>>,
+    /// Every name looked up, so tests can compare a config with `template.yaml`.
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
     /// The process environment.
     pub fn process() -> Self {
-        Self { overrides: None }
+        Self::default()
     }
 
     /// A fixed set of variables, nothing from the process.
@@ -54,11 +57,15 @@ impl Env {
                     .map(|(k, v)| (k.into(), v.into()))
                     .collect(),
             ),
+            read: Arc::default(),
         }
     }
 
     /// The variable's value; unset and empty are both `None`.
     pub fn optional(&self, name: &str) -> Option<String> {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(name.to_string());
+        }
         let value = match &self.overrides {
             Some(map) => map.get(name).cloned(),
             None => std::env::var(name).ok(),
@@ -84,6 +91,13 @@ impl Env {
                 .parse()
                 .map_err(|e: T::Err| ConfigError::invalid(name, e.to_string())),
         }
+    }
+}
+
+impl Env {
+    /// The names looked up so far, set or not.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.read.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 

@@ -272,6 +272,40 @@ pub mod memory {
         }
     }
 
+    impl EventReader for MemoryStore {
+        async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
+            // Newest first by timestamp; the cursor is the number of events already returned.
+            let skip: usize = match &q.cursor {
+                None => 0,
+                Some(c) => c.parse().map_err(|_| ReadError::InvalidCursor)?,
+            };
+            let items = self.items.lock().expect("lock");
+            let mut events: Vec<(String, &String)> = items
+                .iter()
+                .filter(|((user, _), _)| *user == q.user_id)
+                .filter_map(|(_, json)| {
+                    let e = record::decode(json.as_bytes()).ok()?;
+                    let in_range = q.from.as_deref().is_none_or(|f| *e.timestamp >= *f)
+                        && q.to.as_deref().is_none_or(|t| *e.timestamp <= *t)
+                        && q.kind.as_deref().is_none_or(|k| *e.kind == *k);
+                    in_range.then(|| (e.timestamp.to_string(), json))
+                })
+                .collect();
+            events.sort_by(|a, b| b.0.cmp(&a.0));
+            let page: Vec<Box<RawValue>> = events
+                .iter()
+                .skip(skip)
+                .take(q.limit)
+                .filter_map(|(_, json)| RawValue::from_string((*json).clone()).ok())
+                .collect();
+            let next = skip + page.len();
+            Ok(EventPage {
+                cursor: (next < events.len()).then(|| next.to_string()),
+                events: page,
+            })
+        }
+    }
+
     /// Queues in memory: messages per queue URL; queues can be missing or flaky.
     #[derive(Debug, Default)]
     pub struct MemoryQueues {

@@ -122,6 +122,7 @@ impl LocalStack {
                 },
                 sdk,
             )
+            .await
             .context("building ingest")?,
         );
         let query = Arc::new(
@@ -134,6 +135,7 @@ impl LocalStack {
                 },
                 sdk,
             )
+            .await
             .context("building query")?,
         );
         let store = Arc::new(store::from_config(

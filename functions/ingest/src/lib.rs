@@ -165,8 +165,9 @@ impl<S: EventSink> Ingest<S> {
     }
 }
 
-/// Builds the production handler from configuration and an SDK config.
-pub fn from_config(
+/// Builds the production handler from configuration and an SDK config, reading the JWT secret
+/// from Secrets Manager when `JWT_SECRET_ARN` names one.
+pub async fn from_config(
     config: &Config,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Ingest<telemetry_shared::aws::kinesis::KinesisSink>, ConfigError> {
@@ -175,7 +176,10 @@ pub fn from_config(
         config.stream.clone(),
         config.retry_budget,
     );
-    Ok(Ingest::new(Verifier::new(&config.auth)?, sink))
+    Ok(Ingest::new(
+        Verifier::new(&telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?)?,
+        sink,
+    ))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     telemetry_shared::logging::init_lambda();
     let config = ingest::Config::from_env(&Env::process())?;
     let sdk = telemetry_shared::aws::sdk_config().await;
-    let handler = ingest::from_config(&config, &sdk)?;
+    let handler = ingest::from_config(&config, &sdk).await?;
     let handler = &handler;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

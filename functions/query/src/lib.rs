@@ -410,11 +410,15 @@ pub fn counts_query(
 /// The production handler's type.
 pub type AwsQuery = Query<EventTable, CountTable, RouteTableStore>;
 
-/// Builds the production handler.
-pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Result<AwsQuery, ConfigError> {
+/// Builds the production handler, reading the JWT secret from Secrets Manager when
+/// `JWT_SECRET_ARN` names one.
+pub async fn from_config(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> Result<AwsQuery, ConfigError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ok(Query::new(
-        Verifier::new(&config.auth)?,
+        Verifier::new(&telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?)?,
         EventTable::new(dynamodb.clone(), config.events_table.clone(), None),
         // Reads only: the TTL setting is post-process's.
         CountTable::new(dynamodb.clone(), config.counts_table.clone(), 1),

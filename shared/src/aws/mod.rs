@@ -16,6 +16,7 @@ pub mod count_table;
 pub mod event_table;
 pub mod kinesis;
 pub mod route_table;
+pub mod secrets;
 pub mod sqs;
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`),
