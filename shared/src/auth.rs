@@ -1,12 +1,17 @@
 //! AuthToken: JWT verification and scopes.
 //!
-//! Tokens are verified with `jsonwebtoken` (aws-lc-rs backend) against one configured key:
-//! an HS* shared secret (local and dev), or an RSA/EC public key in PEM. `exp`, `iss`, `aud` and
-//! `sub` are required, `nbf` is checked, with 60 s of leeway; `alg: none` cannot even be named.
-//! A failed check is one [`AuthError::Unauthorized`]: callers learn nothing about which check
-//! failed. The token itself is never logged.
+//! Tokens are verified with `jsonwebtoken` (aws-lc-rs backend) against the configured keys:
+//! an RSA/EC public key in PEM, the keys of a JWKS URL (fetched at cold start, cached, fetched
+//! again on an unknown `kid` at most once a minute), or an HS* shared secret (local and dev, or
+//! from Secrets Manager). `exp`, `iss`, `aud` and `sub` are required, `nbf` is checked, with
+//! 60 s of leeway; `alg: none` cannot even be named. A failed check is one
+//! [`AuthError::Unauthorized`]: callers learn nothing about which check failed. The token itself
+//! is never logged; the key id may be.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::RwLock;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -16,6 +21,8 @@ use crate::event::is_valid_user_id;
 
 /// Leeway for `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 60;
+/// Least time between two fetches of a JWKS (an unknown `kid` cannot make us fetch more often).
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +130,8 @@ pub enum VerificationKey {
     /// A Secrets Manager secret holding the HS* secret: resolved at cold start by
     /// [`crate::aws::secrets::resolve`] before a [`Verifier`] is built.
     SecretArn(String),
+    /// A JWKS document's URL (e.g. an identity provider's `/.well-known/jwks.json`).
+    JwksUrl(String),
 }
 
 impl fmt::Debug for VerificationKey {
@@ -131,12 +140,13 @@ impl fmt::Debug for VerificationKey {
             Self::Secret(s) => f.debug_tuple("Secret").field(s).finish(),
             Self::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
             Self::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
+            Self::JwksUrl(url) => f.debug_tuple("JwksUrl").field(url).finish(),
         }
     }
 }
 
-/// Auth settings, read from `JWT_ALGORITHMS`, one of `JWT_PUBLIC_KEY` / `JWT_SECRET_ARN` /
-/// `JWT_SECRET` (local and dev only), `JWT_ISSUER`, `JWT_AUDIENCE`.
+/// Auth settings, read from `JWT_ALGORITHMS`, one of `JWT_PUBLIC_KEY` / `JWT_JWKS_URL` /
+/// `JWT_SECRET_ARN` / `JWT_SECRET` (local and dev only), `JWT_ISSUER`, `JWT_AUDIENCE`.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Accepted `alg` values.
@@ -158,6 +168,7 @@ impl AuthConfig {
         let keys = [
             env.optional("JWT_PUBLIC_KEY")
                 .map(VerificationKey::PublicKeyPem),
+            env.optional("JWT_JWKS_URL").map(VerificationKey::JwksUrl),
             env.optional("JWT_SECRET_ARN")
                 .map(VerificationKey::SecretArn),
             env.optional("JWT_SECRET")
@@ -169,10 +180,15 @@ impl AuthConfig {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
                     "JWT_PUBLIC_KEY",
-                    "set only one of JWT_PUBLIC_KEY, JWT_SECRET_ARN and JWT_SECRET",
+                    "set only one of JWT_PUBLIC_KEY, JWT_JWKS_URL, JWT_SECRET_ARN and JWT_SECRET",
                 ));
             }
-            (None, _) => return Err(ConfigError::Missing("JWT_PUBLIC_KEY")),
+            (None, _) => {
+                return Err(ConfigError::invalid(
+                    "JWT_PUBLIC_KEY",
+                    "no verification key: set one of JWT_PUBLIC_KEY, JWT_JWKS_URL, JWT_SECRET_ARN, JWT_SECRET",
+                ));
+            }
         };
         Ok(Self {
             algorithms,
@@ -210,8 +226,81 @@ fn parse_algorithms(raw: &str) -> Result<Vec<Algorithm>, String> {
 
 /// Verifies bearer tokens. Built once at cold start.
 pub struct Verifier {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
+}
+
+enum Keys {
+    Static(DecodingKey),
+    Jwks(Jwks),
+}
+
+/// The keys of a JWKS URL, by key id.
+struct Jwks {
+    url: String,
+    refetch_interval: Duration,
+    http: reqwest::Client,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When the keys were last fetched; also serialises fetches.
+    fetched: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Jwks {
+    async fn fetch(
+        url: &str,
+        http: &reqwest::Client,
+    ) -> Result<HashMap<String, DecodingKey>, String> {
+        let set: jsonwebtoken::jwk::JwkSet = http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("fetching {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{url} is not a JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let signing = !matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            );
+            if let (Some(kid), true) = (&jwk.common.key_id, signing)
+                && let Ok(key) = DecodingKey::from_jwk(jwk)
+            {
+                keys.insert(kid.clone(), key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(format!("{url} holds no usable signing key with a `kid`"));
+        }
+        Ok(keys)
+    }
+
+    /// Fetches the keys again unless that happened less than a minute ago.
+    async fn refresh(&self) {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.elapsed() < self.refetch_interval {
+            return;
+        }
+        *fetched = tokio::time::Instant::now();
+        match Self::fetch(&self.url, &self.http).await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "JWKS refreshed");
+                if let Ok(mut current) = self.keys.write() {
+                    *current = keys;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys"),
+        }
+    }
+}
+
+/// Why verification failed, inside this module.
+enum Refusal {
+    /// The token names a key we do not hold (yet).
+    UnknownKey,
+    Invalid,
 }
 
 impl fmt::Debug for Verifier {
@@ -239,12 +328,48 @@ enum ScpClaim {
 }
 
 impl Verifier {
-    /// Builds a verifier; fails when the key does not fit the algorithms.
+    /// Builds a verifier for any key; a JWKS is fetched here, once (cold start).
+    pub async fn connect(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let VerificationKey::JwksUrl(url) = &config.key else {
+            return Self::new(config);
+        };
+        if !(url.starts_with("https://")
+            || url.starts_with("http://127.0.0.1")
+            || url.starts_with("http://localhost"))
+        {
+            return Err(ConfigError::invalid(
+                "JWT_JWKS_URL",
+                "must be an https:// URL",
+            ));
+        }
+        if config.algorithms.iter().any(is_hmac) {
+            return Err(ConfigError::invalid(
+                "JWT_ALGORITHMS",
+                "HS* algorithms need a secret, not a JWKS",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| ConfigError::invalid("JWT_JWKS_URL", e.to_string()))?;
+        let keys = Jwks::fetch(url, &http)
+            .await
+            .map_err(|e| ConfigError::invalid("JWT_JWKS_URL", e))?;
+        Ok(Self {
+            keys: Keys::Jwks(Jwks {
+                url: url.clone(),
+                refetch_interval: JWKS_REFETCH_INTERVAL,
+                http,
+                keys: RwLock::new(keys),
+                fetched: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            }),
+            validation: validation(config),
+        })
+    }
+
+    /// Builds a verifier for a static key; fails when the key does not fit the algorithms.
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let hmac = config
-            .algorithms
-            .iter()
-            .all(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+        let hmac = config.algorithms.iter().all(is_hmac);
         let key = match &config.key {
             VerificationKey::Secret(secret) => {
                 if !hmac {
@@ -267,6 +392,12 @@ impl Verifier {
                     "the secret must be read from Secrets Manager before verifying tokens",
                 ));
             }
+            VerificationKey::JwksUrl(_) => {
+                return Err(ConfigError::invalid(
+                    "JWT_JWKS_URL",
+                    "a JWKS is fetched by Verifier::connect",
+                ));
+            }
             VerificationKey::PublicKeyPem(pem) => {
                 if config
                     .algorithms
@@ -287,27 +418,46 @@ impl Verifier {
                     })?
             }
         };
-        let mut validation = Validation::new(config.algorithms[0]);
-        validation.algorithms = config.algorithms.clone();
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Ok(Self { key, validation })
+        Ok(Self {
+            keys: Keys::Static(key),
+            validation: validation(config),
+        })
     }
 
-    /// Verifies a compact JWT and returns the caller.
+    /// Changes how often an unknown `kid` may trigger a JWKS fetch (tests; the default is
+    /// [`JWKS_REFETCH_INTERVAL`]).
+    pub fn set_jwks_refetch_interval(&mut self, interval: Duration) {
+        if let Keys::Jwks(jwks) = &mut self.keys {
+            jwks.refetch_interval = interval;
+        }
+    }
+
+    /// Verifies a compact JWT against the keys at hand and returns the caller.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                tracing::debug!(reason = ?e.kind(), "token refused");
-                AuthError::Unauthorized
-            })?;
+        self.check(token).map_err(|_| AuthError::Unauthorized)
+    }
+
+    fn check(&self, token: &str) -> Result<Principal, Refusal> {
+        let decoded = match &self.keys {
+            Keys::Static(key) => jsonwebtoken::decode::<Claims>(token, key, &self.validation),
+            Keys::Jwks(jwks) => {
+                let kid = jsonwebtoken::decode_header(token)
+                    .map_err(|_| Refusal::Invalid)?
+                    .kid
+                    .ok_or(Refusal::Invalid)?;
+                let keys = jwks.keys.read().map_err(|_| Refusal::Invalid)?;
+                let key = keys.get(&kid).ok_or(Refusal::UnknownKey)?;
+                tracing::debug!(kid = %kid, "verifying with a JWKS key");
+                jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            }
+        };
+        let data = decoded.map_err(|e| {
+            tracing::debug!(reason = ?e.kind(), "token refused");
+            Refusal::Invalid
+        })?;
         let claims = data.claims;
         if !is_valid_user_id(&claims.sub) {
-            return Err(AuthError::Unauthorized);
+            return Err(Refusal::Invalid);
         }
         let mut scopes = 0u8;
         let mut grant = |s: &str| {
@@ -331,8 +481,9 @@ impl Verifier {
         })
     }
 
-    /// Verifies the `Authorization: Bearer <token>` header value.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    /// Verifies the `Authorization: Bearer <token>` header value. A token signed by a key the
+    /// JWKS did not hold (a rotation) makes it fetch the JWKS again, at most once a minute.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = authorization
             .and_then(|h| {
                 let (scheme, token) = h.trim().split_once(' ')?;
@@ -340,8 +491,33 @@ impl Verifier {
             })
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Unauthorized)?;
-        self.verify(token)
+        match self.check(token) {
+            Ok(p) => Ok(p),
+            Err(Refusal::UnknownKey) => {
+                if let Keys::Jwks(jwks) = &self.keys {
+                    jwks.refresh().await;
+                }
+                self.verify(token)
+            }
+            Err(Refusal::Invalid) => Err(AuthError::Unauthorized),
+        }
     }
+}
+
+fn is_hmac(a: &Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn validation(config: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(config.algorithms[0]);
+    validation.algorithms = config.algorithms.clone();
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&[&config.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation
 }
 
 /// Claims of a token minted by [`mint_hs256`].
@@ -409,8 +585,8 @@ mod tests {
         jsonwebtoken::get_current_timestamp()
     }
 
-    #[test]
-    fn minted_token_verifies_with_its_scopes() {
+    #[tokio::test]
+    async fn minted_token_verifies_with_its_scopes() {
         let t = mint_hs256(
             &Secret::new(SECRET.into()),
             "iss",
@@ -422,6 +598,7 @@ mod tests {
         .unwrap();
         let p = verifier()
             .authenticate(Some(&format!("Bearer {t}")))
+            .await
             .unwrap();
         assert_eq!(p.sub, "u1");
         assert!(p.has(Scope::EventsWrite));
@@ -480,8 +657,8 @@ mod tests {
         assert!(verifier().verify(&token(claims)).is_ok());
     }
 
-    #[test]
-    fn header_must_be_bearer_with_a_token() {
+    #[tokio::test]
+    async fn header_must_be_bearer_with_a_token() {
         let v = verifier();
         for h in [
             None,
@@ -490,7 +667,11 @@ mod tests {
             Some("Bearer "),
             Some("Basic abc"),
         ] {
-            assert_eq!(v.authenticate(h), Err(AuthError::Unauthorized), "{h:?}");
+            assert_eq!(
+                v.authenticate(h).await,
+                Err(AuthError::Unauthorized),
+                "{h:?}"
+            );
         }
     }
 

@@ -87,7 +87,8 @@ impl<S: EventSink> Ingest<S> {
         }
         let principal = self
             .verifier
-            .authenticate(api::header(req, "authorization"))?;
+            .authenticate(api::header(req, "authorization"))
+            .await?;
         principal.require(Scope::EventsWrite)?;
         api::require_json(req)?;
         let idempotency_key = match api::header(req, "idempotency-key") {
@@ -177,7 +178,10 @@ pub async fn from_config(
         config.retry_budget,
     );
     Ok(Ingest::new(
-        Verifier::new(&telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?)?,
+        Verifier::connect(
+            &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
+        )
+        .await?,
         sink,
     ))
 }

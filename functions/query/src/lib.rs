@@ -134,7 +134,8 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
         }
         let principal = self
             .verifier
-            .authenticate(api::header(req, "authorization"))?;
+            .authenticate(api::header(req, "authorization"))
+            .await?;
         match (method, path, route_id) {
             (Method::GET, "/v1/events", _) => self.list_events(req, &principal).await,
             (Method::GET, "/v1/counts", _) => self.counts(req, &principal).await,
@@ -418,7 +419,10 @@ pub async fn from_config(
 ) -> Result<AwsQuery, ConfigError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ok(Query::new(
-        Verifier::new(&telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?)?,
+        Verifier::connect(
+            &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
+        )
+        .await?,
         EventTable::new(dynamodb.clone(), config.events_table.clone(), None),
         // Reads only: the TTL setting is post-process's.
         CountTable::new(dynamodb.clone(), config.counts_table.clone(), 1),
