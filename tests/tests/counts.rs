@@ -100,20 +100,7 @@ async fn thousand_events_over_five_types_and_three_hours_are_counted_exactly() {
     .await;
     assert!(all_counted, "the day total never reached 1000");
 
-    for ((kind, g), want) in &expected {
-        let type_param = if kind == "*" {
-            String::new()
-        } else {
-            format!("&type={kind}")
-        };
-        let got = counts(
-            &stack,
-            &reader,
-            &format!("granularity={g}&{range}{type_param}"),
-        )
-        .await;
-        assert_eq!(&got, want, "type {kind}, granularity {g}");
-    }
+    assert_counts(&stack, &reader, &range, &expected, "").await;
     let staging_day = counts(
         &stack,
         &reader,
@@ -142,19 +129,30 @@ async fn thousand_events_over_five_types_and_three_hours_are_counted_exactly() {
         202
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for ((kind, g), want) in &expected {
+    assert_counts(&stack, &reader, &range, &expected, "after the re-send").await;
+}
+
+/// Checks `GET /v1/counts` for every (type, granularity) of `expected`.
+async fn assert_counts(
+    stack: &TestStack,
+    reader: &str,
+    range: &str,
+    expected: &BTreeMap<(String, &str), BTreeMap<String, u64>>,
+    when: &str,
+) {
+    for ((kind, g), want) in expected {
         let type_param = if kind == "*" {
             String::new()
         } else {
             format!("&type={kind}")
         };
         let got = counts(
-            &stack,
-            &reader,
+            stack,
+            reader,
             &format!("granularity={g}&{range}{type_param}"),
         )
         .await;
-        assert_eq!(&got, want, "after the re-send: type {kind}");
+        assert_eq!(&got, want, "{when}: type {kind}, granularity {g}");
     }
 }
 

@@ -249,6 +249,21 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
     }
 }
 
+/// An optional RFC 3339 query parameter; `code` names the 400 when it does not parse.
+fn time_param(
+    req: &ApiGatewayV2httpRequest,
+    name: &'static str,
+    code: &'static str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    api::query(req, name)
+        .map(|raw| {
+            telemetry_shared::time::parse(raw).ok_or_else(|| {
+                ApiError::bad_request(code, format!("`{name}` must be an RFC 3339 date-time"))
+            })
+        })
+        .transpose()
+}
+
 /// Reads and checks the parameters of `GET /v1/events`.
 pub fn events_query(
     req: &ApiGatewayV2httpRequest,
@@ -278,17 +293,8 @@ pub fn events_query(
                 ApiError::bad_request("invalid_limit", format!("`limit` must be 1..={MAX_LIMIT}"))
             })?,
     };
-    let time = |name: &'static str, code: &'static str| {
-        api::query(req, name)
-            .map(|raw| {
-                telemetry_shared::time::normalize(raw).ok_or_else(|| {
-                    ApiError::bad_request(code, format!("`{name}` must be an RFC 3339 date-time"))
-                })
-            })
-            .transpose()
-    };
-    let from = time("from", "invalid_from")?;
-    let to = time("to", "invalid_to")?;
+    let from = time_param(req, "from", "invalid_from")?.map(telemetry_shared::time::format);
+    let to = time_param(req, "to", "invalid_to")?.map(telemetry_shared::time::format);
     if let (Some(f), Some(t)) = (&from, &to)
         && f > t
     {
@@ -367,22 +373,13 @@ pub fn counts_query(
             ));
         }
     };
-    let time = |name: &'static str, code: &'static str| {
-        api::query(req, name)
-            .map(|raw| {
-                telemetry_shared::time::parse(raw).ok_or_else(|| {
-                    ApiError::bad_request(code, format!("`{name}` must be an RFC 3339 date-time"))
-                })
-            })
-            .transpose()
-    };
-    let to = time("to", "invalid_to")?.unwrap_or(now);
+    let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
     let default_span = match granularity {
         Granularity::Minute => chrono::Duration::minutes(59),
         Granularity::Hour => chrono::Duration::hours(23),
         Granularity::Day => chrono::Duration::days(29),
     };
-    let from = time("from", "invalid_from")?.unwrap_or(to - default_span);
+    let from = time_param(req, "from", "invalid_from")?.unwrap_or(to - default_span);
     if from > to {
         return Err(ApiError::bad_request(
             "invalid_range",
