@@ -66,6 +66,30 @@ enum Command {
         #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Generate load against an API and print events/s and latency percentiles.
+    Load {
+        /// Events in all.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Events per request (1..=500).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Approximate bytes per event.
+        #[arg(long, default_value_t = 1024)]
+        event_bytes: usize,
+        /// Base URL of the API (default: the local stack's).
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token with `events:write` (default: a dev token for `--sub`).
+        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// User id of the dev token.
+        #[arg(long, default_value = "load-user")]
+        sub: String,
+    },
     /// Send sample events and print the answer.
     Send {
         /// How many events (split into requests of at most 500).
@@ -168,6 +192,46 @@ async fn run(command: Command) -> Result<()> {
                     b["count"]
                 );
             }
+            Ok(())
+        }
+        Command::Load {
+            events,
+            batch,
+            concurrency,
+            event_bytes,
+            url,
+            token,
+            sub,
+        } => {
+            let (url, token) = target(url, token, &sub, "events:write")?;
+            let report = telemetry_cli::load::run(&telemetry_cli::load::LoadConfig {
+                url: url.clone(),
+                token,
+                events,
+                batch,
+                concurrency,
+                event_bytes,
+            })
+            .await?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "{} events in {} requests of {batch} to {url}, {concurrency} in flight: {:.1} s",
+                report.accepted,
+                report.requests,
+                report.elapsed.as_secs_f64()
+            );
+            println!(
+                "  {:.0} events/s, {} retries after 429/503",
+                report.events_per_second(),
+                report.retries
+            );
+            println!(
+                "  request latency p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                ms(report.percentile(50.0)),
+                ms(report.percentile(90.0)),
+                ms(report.percentile(99.0)),
+                ms(report.percentile(100.0))
+            );
             Ok(())
         }
         Command::Send {

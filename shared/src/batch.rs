@@ -94,22 +94,29 @@ struct Envelope<'a> {
 }
 
 /// Splits a body into the raw JSON text of each event.
+///
+/// One pass over the body: the envelope is parsed with each event kept as borrowed raw text.
+/// Only a body that is not a batch is looked at again (it is one event, or an error).
 pub fn split(body: &str) -> Result<Vec<&RawValue>, BodyError> {
-    let whole: &RawValue =
-        serde_json::from_str(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
-    if !whole.get().starts_with('{') {
-        return Err(BodyError::WrongShape);
-    }
-    // `events` present (and an array) makes a batch; otherwise the object is one event.
-    let envelope: Envelope<'_> =
-        serde_json::from_str(whole.get()).map_err(|_| BodyError::WrongShape)?;
-    match envelope.events {
-        None => Ok(vec![whole]),
-        Some(events) if events.is_empty() => Err(BodyError::EmptyBatch),
-        Some(events) if events.len() > MAX_EVENTS_PER_REQUEST => {
-            Err(BodyError::TooManyEvents(events.len()))
+    match serde_json::from_str::<Envelope<'_>>(body) {
+        Ok(Envelope {
+            events: Some(events),
+        }) => match events.len() {
+            0 => Err(BodyError::EmptyBatch),
+            n if n > MAX_EVENTS_PER_REQUEST => Err(BodyError::TooManyEvents(n)),
+            _ => Ok(events),
+        },
+        // An object without `events` is a single event.
+        Ok(Envelope { events: None }) => {
+            let whole: &RawValue =
+                serde_json::from_str(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+            Ok(vec![whole])
         }
-        Some(events) => Ok(events),
+        // Not an envelope: tell bad JSON from a wrong shape.
+        Err(_) => match serde_json::from_str::<&RawValue>(body) {
+            Err(e) => Err(BodyError::InvalidJson(e.to_string())),
+            Ok(_) => Err(BodyError::WrongShape),
+        },
     }
 }
 
@@ -172,9 +179,10 @@ fn enrich<'a>(
             "another event in this request has the same `id`",
         ));
     }
-    let timestamp = match incoming.timestamp.as_deref() {
-        // validate() already proved it parses.
-        Some(ts) => Cow::Owned(crate::time::normalize(ts).unwrap_or_default()),
+    let timestamp = match incoming.timestamp {
+        // validate() already proved it parses: one of canonical shape is kept as it is.
+        Some(ts) if crate::time::has_canonical_shape(&ts) => ts,
+        Some(ts) => Cow::Owned(crate::time::normalize(&ts).unwrap_or_default()),
         None => Cow::Borrowed(received_at),
     };
     let stored = StoredEvent {

@@ -21,5 +21,6 @@ pub mod ports;
 pub mod record;
 pub mod retry;
 pub mod route;
+pub mod sample;
 pub mod sequence;
 pub mod time;

@@ -43,10 +43,13 @@ pub fn partition_key(user_id: &str, id: &str) -> String {
 
 /// Encodes `event` as a Kinesis record.
 pub fn encode(event: &StoredEvent<'_>) -> EventRecord {
+    // Sized once: `data` plus the enriched fields, so the buffer never grows.
+    let mut data = Vec::with_capacity(event.data.map_or(0, |d| d.get().len()) + 384);
+    // Serializing plain strings, a u32 and a RawValue into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut data, event);
     EventRecord {
         partition_key: partition_key(&event.user_id, &event.id),
-        // Serializing plain strings, a u32 and a RawValue cannot fail.
-        data: serde_json::to_vec(event).unwrap_or_default(),
+        data,
     }
 }
 

@@ -5,6 +5,7 @@
 //! see each other's data. The emulator is required: without `TELEMETRY_EMULATOR_URL` (set by
 //! `make test`) or when nothing answers there, tests fail with a message saying so.
 
+pub mod aws_proxy;
 pub mod runtime;
 
 use std::net::SocketAddr;

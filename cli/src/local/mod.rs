@@ -48,6 +48,20 @@ pub struct LocalConfig {
     pub routes_refresh: Duration,
     /// post-process's tumbling window.
     pub window: Duration,
+    /// Keep a copy of every batch handed to the stream functions (benchmarks count the
+    /// minimum AWS requests from them).
+    pub record_batches: bool,
+}
+
+/// Copies of the batches the stream functions were given.
+#[derive(Debug, Default)]
+pub struct RecordedBatches {
+    /// store's invocations.
+    pub store: Vec<aws_lambda_events::kinesis::KinesisEvent>,
+    /// forward's invocations.
+    pub forward: Vec<aws_lambda_events::kinesis::KinesisEvent>,
+    /// post-process's invocations.
+    pub post_process: Vec<aws_lambda_events::dynamodb::TimeWindowEvent>,
 }
 
 impl LocalConfig {
@@ -64,6 +78,7 @@ impl LocalConfig {
             ingest_retry_budget: Duration::from_secs(5),
             routes_refresh: Duration::from_secs(60),
             window: Duration::from_secs(60),
+            record_batches: false,
         }
     }
 }
@@ -76,6 +91,8 @@ pub struct LocalStack {
     pub demo_queue_url: String,
     /// URL of the forward dead-letter queue.
     pub dlq_url: String,
+    /// The batches given to the stream functions, when `record_batches` is set.
+    pub recorded: Arc<std::sync::Mutex<RecordedBatches>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -162,6 +179,13 @@ impl LocalStack {
         ));
 
         let mut tasks = Vec::new();
+        let recorded = Arc::new(std::sync::Mutex::new(RecordedBatches::default()));
+        let record = config.record_batches;
+        let (r_store, r_forward, r_counts) = (
+            Arc::clone(&recorded),
+            Arc::clone(&recorded),
+            Arc::clone(&recorded),
+        );
         // store and forward each get their own mapping, hence their own checkpoints.
         let store_source = KinesisSource::new(kinesis.clone(), &names.stream).await?;
         let arn = store_source.arn.clone();
@@ -172,6 +196,9 @@ impl LocalStack {
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
                 function: kinesis_source::function(arn, move |event| {
+                    if record {
+                        r_store.lock().expect("lock").store.push(event.clone());
+                    }
                     let store = Arc::clone(&store);
                     Box::pin(async move { store.handle(&event).await })
                 }),
@@ -188,6 +215,9 @@ impl LocalStack {
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
                 function: kinesis_source::function(arn, move |event| {
+                    if record {
+                        r_forward.lock().expect("lock").forward.push(event.clone());
+                    }
                     let forward = Arc::clone(&forward);
                     Box::pin(async move { forward.handle(&event).await })
                 }),
@@ -209,6 +239,13 @@ impl LocalStack {
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
                 function: dynamodb_source::function(arn, config.window, move |event| {
+                    if record {
+                        r_counts
+                            .lock()
+                            .expect("lock")
+                            .post_process
+                            .push(event.clone());
+                    }
                     let post_process = Arc::clone(&post_process);
                     Box::pin(async move { post_process.handle(&event).await })
                 }),
@@ -235,6 +272,7 @@ impl LocalStack {
             addr,
             demo_queue_url,
             dlq_url,
+            recorded,
             tasks,
         })
     }

@@ -126,6 +126,82 @@ struct DeadLetter<'a> {
     event: &'a RawValue,
 }
 
+/// What a batch owes to which queue: the pure part of forwarding.
+pub struct Plan<'a> {
+    /// Each record's JSON text ("" when undecodable), by record index.
+    bodies: Vec<&'a str>,
+    /// Every (record, matching route) pair.
+    deliveries: Vec<Delivery<'a>>,
+    /// Delivery indices per queue URL.
+    by_queue: BTreeMap<&'a str, Vec<usize>>,
+    /// Sequence numbers of records that could not be decoded.
+    undecodable: Vec<&'a str>,
+}
+
+impl Plan<'_> {
+    /// Number of messages owed.
+    pub fn deliveries(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// The `SendMessageBatch` calls needed (per queue, entries and bytes bounded by `limit`).
+    pub fn batch_calls(&self, limit: usize) -> usize {
+        self.by_queue
+            .values()
+            .map(|indices| {
+                let sizes: Vec<usize> = indices
+                    .iter()
+                    .map(|&d| self.deliveries[d].message.size())
+                    .collect();
+                plan_batches(&sizes, limit).0.len()
+            })
+            .sum()
+    }
+}
+
+/// Decodes a batch and matches each event against the routes.
+pub fn plan<'a>(event: &'a KinesisEvent, table: &'a RouteTable) -> Plan<'a> {
+    let mut bodies: Vec<&str> = Vec::with_capacity(event.records.len());
+    let mut deliveries: Vec<Delivery<'_>> = Vec::new();
+    let mut undecodable = Vec::new();
+    for (i, r) in event.records.iter().enumerate() {
+        let decoded = std::str::from_utf8(&r.kinesis.data)
+            .ok()
+            .zip(record::decode(&r.kinesis.data).ok());
+        let Some((body, stored)) = decoded else {
+            undecodable.push(r.kinesis.sequence_number.as_str());
+            bodies.push("");
+            continue;
+        };
+        bodies.push(body);
+        for route in table.matching(&stored.kind) {
+            deliveries.push(Delivery {
+                record: i,
+                event_key: (stored.user_id.to_string(), stored.id.to_string()),
+                route_id: &route.id,
+                queue_url: &route.queue_url,
+                message: QueueMessage::new(
+                    &route.queue_url,
+                    body,
+                    &stored.kind,
+                    &stored.user_id,
+                    &stored.id,
+                ),
+            });
+        }
+    }
+    let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (d, delivery) in deliveries.iter().enumerate() {
+        by_queue.entry(delivery.queue_url).or_default().push(d);
+    }
+    Plan {
+        bodies,
+        deliveries,
+        by_queue,
+        undecodable,
+    }
+}
+
 /// The forward handler.
 pub struct Forward<Q, R> {
     queues: Q,
@@ -161,39 +237,15 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             }
         };
 
-        let mut bodies: Vec<&str> = Vec::with_capacity(event.records.len());
-        let mut deliveries: Vec<Delivery<'_>> = Vec::new();
-        for (i, r) in event.records.iter().enumerate() {
-            let decoded = std::str::from_utf8(&r.kinesis.data)
-                .ok()
-                .zip(record::decode(&r.kinesis.data).ok());
-            let Some((body, stored)) = decoded else {
-                tracing::error!(sequence_number = %r.kinesis.sequence_number, "undecodable record skipped");
-                metrics.rejected("undecodable");
-                bodies.push("");
-                continue;
-            };
-            bodies.push(body);
-            for route in table.matching(&stored.kind) {
-                deliveries.push(Delivery {
-                    record: i,
-                    event_key: (stored.user_id.to_string(), stored.id.to_string()),
-                    route_id: &route.id,
-                    queue_url: &route.queue_url,
-                    message: QueueMessage::new(
-                        &route.queue_url,
-                        body,
-                        &stored.kind,
-                        &stored.user_id,
-                        &stored.id,
-                    ),
-                });
-            }
-        }
-
-        let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (d, delivery) in deliveries.iter().enumerate() {
-            by_queue.entry(delivery.queue_url).or_default().push(d);
+        let Plan {
+            bodies,
+            deliveries,
+            by_queue,
+            undecodable,
+        } = plan(event, &table);
+        for seq in undecodable {
+            tracing::error!(sequence_number = %seq, "undecodable record skipped");
+            metrics.rejected("undecodable");
         }
         let sends: Vec<_> = by_queue
             .into_iter()

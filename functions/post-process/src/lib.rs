@@ -99,6 +99,48 @@ fn counted(record: &EventRecord) -> Result<CountedEvent<'_>, Skip> {
     })
 }
 
+/// A batch turned into counter updates: the pure part of post-process.
+pub struct Aggregated<'a> {
+    /// INSERT records counted.
+    pub counted: usize,
+    /// One update per partial counter.
+    pub updates: Vec<count::CounterUpdate>,
+    /// Padded sequence number → the stream's own, to report failures.
+    original: HashMap<String, &'a str>,
+    /// Records that are not INSERTs.
+    pub not_inserts: usize,
+    /// Records lacking what counting needs: (sequence number, what is missing).
+    pub undecodable: Vec<(Option<&'a str>, &'static str)>,
+}
+
+/// Reads a batch's records and aggregates them per partial counter.
+pub fn aggregate(records: &[EventRecord]) -> Aggregated<'_> {
+    let mut events = Vec::with_capacity(records.len());
+    let mut original: HashMap<String, &str> = HashMap::with_capacity(records.len());
+    let (mut not_inserts, mut undecodable) = (0, Vec::new());
+    for r in records {
+        match counted(r) {
+            Ok(e) => {
+                if let Some(seq) = r.change.sequence_number.as_deref() {
+                    original.insert(e.seq.clone(), seq);
+                }
+                events.push(e);
+            }
+            Err(Skip::NotInsert) => not_inserts += 1,
+            Err(Skip::Undecodable(what)) => {
+                undecodable.push((r.change.sequence_number.as_deref(), what));
+            }
+        }
+    }
+    Aggregated {
+        counted: events.len(),
+        updates: count::aggregate(&events),
+        original,
+        not_inserts,
+        undecodable,
+    }
+}
+
 impl<C: CountStore> PostProcess<C> {
     /// A handler applying counts to `counts`.
     pub fn new(counts: C) -> Self {
@@ -127,25 +169,20 @@ impl<C: CountStore> PostProcess<C> {
             return response;
         };
 
-        let mut events = Vec::with_capacity(records.len());
-        // Padded sequence number → the stream's own, to report failures.
-        let mut original: HashMap<String, &str> = HashMap::with_capacity(records.len());
-        for r in records {
-            match counted(r) {
-                Ok(e) => {
-                    if let Some(seq) = r.change.sequence_number.as_deref() {
-                        original.insert(e.seq.clone(), seq);
-                    }
-                    events.push(e);
-                }
-                Err(Skip::NotInsert) => metrics.add(Metric::RecordsSkipped, 1),
-                Err(Skip::Undecodable(what)) => {
-                    tracing::error!(sequence_number = ?r.change.sequence_number, missing = what, "stream record not countable");
-                    metrics.rejected("undecodable");
-                }
-            }
+        let Aggregated {
+            counted,
+            updates,
+            original,
+            not_inserts,
+            undecodable,
+        } = aggregate(records);
+        if not_inserts > 0 {
+            metrics.add(Metric::RecordsSkipped, not_inserts as u64);
         }
-        let updates = count::aggregate(&events);
+        for (seq, what) in undecodable {
+            tracing::error!(sequence_number = ?seq, missing = what, "stream record not countable");
+            metrics.rejected("undecodable");
+        }
         let applies: Vec<_> = updates
             .iter()
             .map(|u| async move { (u, self.counts.apply(shard, u).await) })
@@ -182,13 +219,13 @@ impl<C: CountStore> PostProcess<C> {
                 .push(failure(Some(seq.to_string())));
             metrics.add(Metric::RecordsFailed, 1);
         }
-        metrics.add(Metric::RecordsCounted, events.len() as u64);
+        metrics.add(Metric::RecordsCounted, counted as u64);
         metrics.add(Metric::CountIncrements, applied);
         metrics.add(Metric::CounterUpdates, updates.len() as u64);
         tracing::info!(
             shard,
             records = records.len(),
-            counted = events.len(),
+            counted,
             counters = updates.len(),
             final_invoke = event.time_window_properties.is_final_invoke_for_window,
             failed = response.batch_item_failures.len(),

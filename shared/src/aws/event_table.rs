@@ -39,8 +39,8 @@ pub fn sort_key(id: &str) -> String {
     format!("EVT#{id}")
 }
 
-/// Maps events to and from items.
-fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
+/// The `events` table item of an event (TTL `expiresAt` = receive time + `ttl_secs`).
+pub fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let mut item = HashMap::with_capacity(14);
     item.insert("pk".into(), AttributeValue::S(partition_key(&e.user_id)));

@@ -1,0 +1,12 @@
+//! The floor of the cold-start benchmark: the smallest useful `lambda_runtime` function.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
+        Ok::<_, Error>(event.payload)
+    }))
+    .await
+}
