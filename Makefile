@@ -25,11 +25,16 @@ else
   $(error ARCH must be arm64 or x86_64, not $(ARCH))
 endif
 
-.PHONY: help dev test emulator fmt-check clippy build lint
+BENCH_EMULATOR_PORT ?= 4597
+BENCH_EVENTS ?= 10000
+BENCH_RUNS ?= 20
+
+.PHONY: help dev test emulator fmt-check clippy build lint bench
 
 help:
 	@echo "make dev    run the whole pipeline locally (emulator + telemetry local on :$(PORT))"
 	@echo "make test   install test needs once, start the emulator, run fmt, clippy, cfn-lint and every test, stop it"
+	@echo "make bench  criterion benches, cold start, peak RSS, AWS requests per event: one table"
 	@echo "make build  Lambda artefacts in target/lambda/\$$ARCH/<function>.zip (ARCH=arm64|x86_64, default arm64)"
 
 # The emulator (moto server, pinned with all its dependencies) lives in .venv/.
@@ -71,3 +76,11 @@ build-one:
 	cargo build --release --locked --target $(TRIPLE) -p $(FUNCTION)
 	scripts/package.sh $(TRIPLE) target/lambda/$(ARCH) $(FUNCTION)
 	cp target/lambda/$(ARCH)/$(FUNCTION)/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
+
+# Figures beside their floors; docs/PERFORMANCE.md explains each one.
+bench: $(PYTHON_OK)
+	cargo bench -p ingest -p store -p forward -p post-process --bench core -- --warm-up-time 1 --measurement-time 3
+	cargo build --release --locked -p ingest -p store -p forward -p post-process -p query -p hello-lambda
+	cargo build -p telemetry-e2e --bin perf
+	scripts/with-emulator.sh $(BENCH_EMULATOR_PORT) sh -c 'target/debug/perf cold-start --runs $(BENCH_RUNS) && target/debug/perf requests --events $(BENCH_EVENTS)'
+	python3 scripts/bench-summary.py

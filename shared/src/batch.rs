@@ -98,6 +98,13 @@ struct Envelope<'a> {
 /// One pass over the body: the envelope is parsed with each event kept as borrowed raw text.
 /// Only a body that is not a batch is looked at again (it is one event, or an error).
 pub fn split(body: &str) -> Result<Vec<&RawValue>, BodyError> {
+    // Only an object is an envelope (serde would also read a struct from an array).
+    if !body.trim_start().starts_with('{') {
+        return match serde_json::from_str::<&RawValue>(body) {
+            Err(e) => Err(BodyError::InvalidJson(e.to_string())),
+            Ok(_) => Err(BodyError::WrongShape),
+        };
+    }
     match serde_json::from_str::<Envelope<'_>>(body) {
         Ok(Envelope {
             events: Some(events),
