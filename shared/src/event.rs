@@ -26,6 +26,42 @@ pub const MAX_ENVIRONMENT_CHARS: usize = 32;
 pub const MAX_LABEL_CHARS: usize = 128;
 /// Longest user id (the token's `sub`).
 pub const MAX_USER_ID_CHARS: usize = 128;
+/// Deepest nesting of `data` (objects and arrays). JSON allows any depth, but the consumers of
+/// the forwarded events (serde_json stops at 128, DynamoDB maps at 32) do not.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// Whether the JSON text `raw` nests objects and arrays deeper than `limit`.
+///
+/// One pass over the bytes, skipping string contents; `raw` is already known to be JSON.
+pub fn nests_deeper_than(raw: &str, limit: usize) -> bool {
+    let bytes = raw.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                // Skip the string: to the next quote not escaped.
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
 
 /// An event as a client sent it, borrowed from the request body.
 ///
@@ -218,14 +254,20 @@ impl IncomingEvent<'_> {
                 "`sessionId` must be at most 128 characters, without control characters",
             ));
         }
-        if let Some(data) = self.data
-            && !data.get().starts_with('{')
-        {
+        if let Some(data) = self.data {
             // RawValue has no surrounding whitespace, so the first byte tells the JSON type.
-            return Err(Rejection::new(
-                RejectCode::InvalidData,
-                "`data` must be a JSON object",
-            ));
+            if !data.get().starts_with('{') {
+                return Err(Rejection::new(
+                    RejectCode::InvalidData,
+                    "`data` must be a JSON object",
+                ));
+            }
+            if nests_deeper_than(data.get(), MAX_DATA_DEPTH) {
+                return Err(Rejection::new(
+                    RejectCode::InvalidData,
+                    format!("`data` nests more than {MAX_DATA_DEPTH} levels"),
+                ));
+            }
         }
         Ok(())
     }
@@ -377,6 +419,17 @@ mod tests {
         );
         let ok_origin = format!(r#"{{"type":"t","origin":"{}"}}"#, "é".repeat(128));
         assert_eq!(parse(&ok_origin).validate(), Ok(()));
+    }
+
+    #[test]
+    fn nesting_depth_is_counted_outside_strings() {
+        assert!(!nests_deeper_than(r#"{"a":[1,{"b":"[[[[[["}]}"#, 3));
+        assert!(nests_deeper_than(r#"{"a":[1,{"b":[2]}]}"#, 3));
+        assert!(!nests_deeper_than(r#"{"a":"\"[[[[\\","b":{}}"#, 2));
+        let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+        assert!(nests_deeper_than(&deep, MAX_DATA_DEPTH));
+        let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+        assert!(!nests_deeper_than(&ok, MAX_DATA_DEPTH));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use base64::Engine;
 
 /// API Gateway's payload limit.
 const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+/// API Gateway's limit on the request line and headers together (HTTP APIs: 10 KiB).
+const MAX_HEADER_BYTES: usize = 10 * 1024;
 
 /// Which function a route goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,18 @@ async fn handle(
     let Some((target, route_key)) = route(&method, &path) else {
         return plain(StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#);
     };
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + request.uri().to_string().len();
+    if header_bytes > MAX_HEADER_BYTES {
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            r#"{"message":"Request Header Fields Too Large"}"#,
+        );
+    }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
         return plain(
