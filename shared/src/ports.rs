@@ -206,6 +206,58 @@ pub trait CountReader: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
 }
 
+/// What a rate limiter decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Go ahead.
+    Allowed,
+    /// Over the limit: answer 429 with `Retry-After`.
+    Limited {
+        /// Seconds until the window resets.
+        retry_after_secs: u32,
+    },
+}
+
+/// Limits how many events one user may send per window, across every running function.
+pub trait RateLimiter: Send + Sync {
+    /// Takes `events` from `user_id`'s allowance for the window holding `now`.
+    fn acquire(
+        &self,
+        user_id: &str,
+        events: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+}
+
+/// No limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlimited;
+
+impl RateLimiter for Unlimited {
+    async fn acquire(
+        &self,
+        _user_id: &str,
+        _events: u64,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        Ok(RateDecision::Allowed)
+    }
+}
+
+impl<L: RateLimiter> RateLimiter for Option<L> {
+    async fn acquire(
+        &self,
+        user_id: &str,
+        events: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RateDecision, StoreError> {
+        match self {
+            Some(limiter) => limiter.acquire(user_id, events, now).await,
+            None => Ok(RateDecision::Allowed),
+        }
+    }
+}
+
 /// In-memory implementations of the ports, for fast handler tests.
 pub mod memory {
     use std::collections::BTreeMap;

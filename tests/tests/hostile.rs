@@ -47,8 +47,18 @@ async fn hostile_requests_get_their_status_and_store_nothing() {
         "}".repeat(200)
     );
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("data nested 5,000 deep", deep.into_bytes(), 400, "no_valid_events"),
-        ("a field nested 5,000 deep", deep_field.into_bytes(), 400, "no_valid_events"),
+        (
+            "data nested 5,000 deep",
+            deep.into_bytes(),
+            400,
+            "no_valid_events",
+        ),
+        (
+            "a field nested 5,000 deep",
+            deep_field.into_bytes(),
+            400,
+            "no_valid_events",
+        ),
         (
             "data nested 200 deep inside a batch",
             deep_batch.into_bytes(),

@@ -51,6 +51,8 @@ pub struct LocalConfig {
     /// Keep a copy of every batch handed to the stream functions (benchmarks count the
     /// minimum AWS requests from them).
     pub record_batches: bool,
+    /// Events per user per minute (`RATE_LIMIT_PER_USER`); `None`: no limit.
+    pub rate_limit_per_user: Option<u64>,
 }
 
 /// Copies of the batches the stream functions were given.
@@ -79,6 +81,7 @@ impl LocalConfig {
             routes_refresh: Duration::from_secs(60),
             window: Duration::from_secs(60),
             record_batches: false,
+            rate_limit_per_user: None,
         }
     }
 }
@@ -136,6 +139,8 @@ impl LocalStack {
                     stream: names.stream.clone(),
                     auth: config.auth.clone(),
                     retry_budget: config.ingest_retry_budget,
+                    rate_limit_per_user: config.rate_limit_per_user,
+                    counts_table: Some(names.counts_table.clone()),
                 },
                 sdk,
             )

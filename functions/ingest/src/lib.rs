@@ -11,11 +11,12 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::http::Method;
 use serde::Serialize;
 use telemetry_shared::auth::{AuthConfig, Scope, Verifier};
+use telemetry_shared::aws::rate_limit::DynamoRateLimiter;
 use telemetry_shared::batch::{self, Enrichment, RejectedEvent};
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::http::{self as api, ApiError};
 use telemetry_shared::metrics::{Metric, Metrics};
-use telemetry_shared::ports::{EventSink, SinkError};
+use telemetry_shared::ports::{EventSink, RateDecision, RateLimiter, SinkError, Unlimited};
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 2;
@@ -30,6 +31,10 @@ pub struct Config {
     /// How long Kinesis failures are retried before answering 503 (`INGEST_RETRY_BUDGET_MS`,
     /// default 5000: well inside API Gateway's 30 s).
     pub retry_budget: Duration,
+    /// Events per user per minute (`RATE_LIMIT_PER_USER`; unset or 0: no limit).
+    pub rate_limit_per_user: Option<u64>,
+    /// Where the rate limit's windows are kept (`COUNTS_TABLE`; needed with a limit).
+    pub counts_table: Option<String>,
 }
 
 impl Config {
@@ -39,14 +44,24 @@ impl Config {
             stream: env.required("EVENTS_STREAM")?,
             auth: AuthConfig::from_env(env)?,
             retry_budget: Duration::from_millis(env.parsed_or("INGEST_RETRY_BUDGET_MS", 5000)?),
+            rate_limit_per_user: Some(env.parsed_or::<u64>("RATE_LIMIT_PER_USER", 0)?)
+                .filter(|n| *n > 0),
+            counts_table: env.optional("COUNTS_TABLE"),
+        })
+        .and_then(|c: Self| {
+            if c.rate_limit_per_user.is_some() && c.counts_table.is_none() {
+                return Err(ConfigError::Missing("COUNTS_TABLE"));
+            }
+            Ok(c)
         })
     }
 }
 
 /// The ingest handler: built once per execution environment.
-pub struct Ingest<S> {
+pub struct Ingest<S, L = Unlimited> {
     verifier: Verifier,
     sink: S,
+    limiter: L,
 }
 
 #[derive(Serialize)]
@@ -57,9 +72,24 @@ struct Accepted<'a> {
 }
 
 impl<S: EventSink> Ingest<S> {
-    /// A handler verifying tokens with `verifier` and writing to `sink`.
+    /// A handler verifying tokens with `verifier` and writing to `sink`, without a rate limit.
     pub fn new(verifier: Verifier, sink: S) -> Self {
-        Self { verifier, sink }
+        Self {
+            verifier,
+            sink,
+            limiter: Unlimited,
+        }
+    }
+}
+
+impl<S: EventSink, L: RateLimiter> Ingest<S, L> {
+    /// The same handler with a per-user rate limit.
+    pub fn with_limiter<L2: RateLimiter>(self, limiter: L2) -> Ingest<S, L2> {
+        Ingest {
+            verifier: self.verifier,
+            sink: self.sink,
+            limiter,
+        }
     }
 
     /// Handles one API Gateway request.
@@ -128,6 +158,28 @@ impl<S: EventSink> Ingest<S> {
         }
 
         let accepted = prepared.records.len();
+        match self
+            .limiter
+            .acquire(&principal.sub, accepted as u64, who.received_at)
+            .await
+        {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { retry_after_secs }) => {
+                for _ in 0..accepted {
+                    metrics.rejected("rate_limited");
+                }
+                return Err(ApiError {
+                    retry_after: Some(retry_after_secs),
+                    ..ApiError::new(
+                        429,
+                        "rate_limited",
+                        "too many events for this user; retry later",
+                    )
+                });
+            }
+            // The limit protects the pipeline; it must not take ingest down with it.
+            Err(e) => tracing::warn!(error = %e, "rate limit unavailable; request let through"),
+        }
         let retried = self
             .sink
             .put_records(prepared.records)
@@ -166,24 +218,33 @@ impl<S: EventSink> Ingest<S> {
     }
 }
 
+/// The production handler's type.
+pub type AwsIngest = Ingest<telemetry_shared::aws::kinesis::KinesisSink, Option<DynamoRateLimiter>>;
+
 /// Builds the production handler from configuration and an SDK config, reading the JWT secret
 /// from Secrets Manager when `JWT_SECRET_ARN` names one.
 pub async fn from_config(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> Result<Ingest<telemetry_shared::aws::kinesis::KinesisSink>, ConfigError> {
+) -> Result<AwsIngest, ConfigError> {
     let sink = telemetry_shared::aws::kinesis::KinesisSink::new(
         aws_sdk_kinesis::Client::new(sdk),
         config.stream.clone(),
         config.retry_budget,
     );
-    Ok(Ingest::new(
-        Verifier::connect(
-            &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
-        )
-        .await?,
-        sink,
-    ))
+    let limiter = match (config.rate_limit_per_user, &config.counts_table) {
+        (Some(limit), Some(table)) => Some(DynamoRateLimiter::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table.clone(),
+            limit,
+        )),
+        _ => None,
+    };
+    let verifier = Verifier::connect(
+        &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
+    )
+    .await?;
+    Ok(Ingest::new(verifier, sink).with_limiter(limiter))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 pub mod count_table;
 pub mod event_table;
 pub mod kinesis;
+pub mod rate_limit;
 pub mod route_table;
 pub mod secrets;
 pub mod sqs;
