@@ -11,6 +11,7 @@ use crate::count::CounterUpdate;
 use crate::delivery::QueueMessage;
 use crate::event::StoredEvent;
 use crate::record::EventRecord;
+use crate::retry::Deadline;
 use crate::route::Route;
 
 /// Whether a failure may go away on its own.
@@ -84,9 +85,13 @@ impl WriteOutcome {
 /// Writes events to the `events` table, idempotently: the key is (user, id) only.
 pub trait EventStore: Send + Sync {
     /// Writes `events`; duplicates of one key within the input are written once, the **last**
-    /// occurrence winning (callers order the input by stream sequence number).
-    fn write_events(&self, events: &[StoredEvent<'_>])
-    -> impl Future<Output = WriteOutcome> + Send;
+    /// occurrence winning (callers order the input by stream sequence number). What is not
+    /// written by `deadline` is reported as failed.
+    fn write_events(
+        &self,
+        events: &[StoredEvent<'_>],
+        deadline: Deadline,
+    ) -> impl Future<Output = WriteOutcome> + Send;
 }
 
 /// A page request for a user's events, newest first.
@@ -307,7 +312,7 @@ pub mod memory {
     }
 
     impl EventStore for MemoryStore {
-        async fn write_events(&self, events: &[StoredEvent<'_>]) -> WriteOutcome {
+        async fn write_events(&self, events: &[StoredEvent<'_>], _: Deadline) -> WriteOutcome {
             let fail_ids = self.fail_ids.lock().expect("lock").clone();
             let mut outcome = WriteOutcome::default();
             let mut items = self.items.lock().expect("lock");

@@ -51,6 +51,15 @@ impl Deadline {
         Self(Instant::now() + budget)
     }
 
+    /// The invocation deadline Lambda gives (`Context::deadline`, milliseconds since the Unix
+    /// epoch), less `margin`: the time kept to answer (report failures) before Lambda kills
+    /// the invocation.
+    pub fn from_epoch_ms(deadline_ms: u64, margin: Duration) -> Self {
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        Self::after(left.saturating_sub(margin))
+    }
+
     /// Time left, zero when passed.
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())

@@ -39,37 +39,29 @@ pub fn request_body(n: usize, bytes: usize) -> String {
 /// A Kinesis batch of `n` stored events (about `bytes` bytes each) from 10 users.
 pub fn kinesis_event(n: usize, bytes: usize) -> KinesisEvent {
     let received = chrono::Utc::now();
-    let body = request_body(n, bytes);
     let mut event = KinesisEvent::default();
-    for user in 0..10 {
+    for i in 0..n {
+        let user = format!("user-{}", i % 10);
         let who = crate::batch::Enrichment {
-            user_id: &format!("user-{user}"),
+            user_id: &user,
             received_at: received,
             idempotency_key: None,
         };
-        let prepared = crate::batch::prepare(&body, &who).expect("sample body is valid");
-        for (i, r) in prepared
-            .records
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % 10 == user)
-        {
-            let mut data = Base64Data::default();
-            *data = r.data;
-            let mut kinesis = KinesisRecord::default();
-            kinesis.data = data;
-            kinesis.partition_key = r.partition_key;
-            kinesis.sequence_number =
-                format!("4959033827149025660855969253836157109592157598913{:07}", i);
-            let mut record = KinesisEventRecord::default();
-            record.kinesis = kinesis;
-            record.event_source = Some("aws:kinesis".into());
-            event.records.push(record);
-        }
+        let body = client_event(i, bytes).to_string();
+        let prepared = crate::batch::prepare(&body, &who).expect("sample event is valid");
+        let r = prepared.records.into_iter().next().expect("one record");
+        let mut data = Base64Data::default();
+        *data = r.data;
+        let mut kinesis = KinesisRecord::default();
+        kinesis.data = data;
+        kinesis.partition_key = r.partition_key;
+        kinesis.sequence_number =
+            format!("4959033827149025660855969253836157109592157598913{i:07}");
+        let mut record = KinesisEventRecord::default();
+        record.kinesis = kinesis;
+        record.event_source = Some("aws:kinesis".into());
+        event.records.push(record);
     }
-    event
-        .records
-        .sort_by(|a, b| a.kinesis.sequence_number.cmp(&b.kinesis.sequence_number));
     event
 }
 
@@ -116,8 +108,8 @@ mod tests {
     fn samples_have_the_asked_size_and_decode() {
         let e = client_event(3, 1024).to_string();
         assert!((1000..=1030).contains(&e.len()), "{}", e.len());
-        let k = kinesis_event(100, 1024);
-        assert_eq!(k.records.len(), 100);
+        let k = kinesis_event(1000, 1024);
+        assert_eq!(k.records.len(), 1000);
         assert!(
             k.records
                 .iter()

@@ -46,6 +46,10 @@ async fn counts(stack: &TestStack, t: &str, query: &str) -> BTreeMap<String, u64
         .collect()
 }
 
+fn deadline() -> telemetry_shared::retry::Deadline {
+    telemetry_shared::retry::Deadline::after(std::time::Duration::from_secs(30))
+}
+
 #[tokio::test]
 async fn thousand_events_over_five_types_and_three_hours_are_counted_exactly() {
     let stack = TestStack::start().await;
@@ -234,7 +238,13 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
     );
     let at = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let whole = window_event(5_000, 40, "replay.me", &at);
-    assert!(handler.handle(&whole).await.batch_item_failures.is_empty());
+    assert!(
+        handler
+            .handle(&whole, deadline())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
 
     let read = || async {
         let store = telemetry_shared::aws::count_table::CountTable::new(
@@ -258,18 +268,18 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
     assert_eq!(read().await, [40, 40, 40]);
 
     // The same window event again.
-    handler.handle(&whole).await;
+    handler.handle(&whole, deadline()).await;
     assert_eq!(read().await, [40, 40, 40]);
     // Bisected into halves, the later half first.
     let (mut first, mut second) = (whole.clone(), whole.clone());
     first.dynamo_db_event.records.truncate(20);
     second.dynamo_db_event.records.drain(..20);
-    handler.handle(&second).await;
-    handler.handle(&first).await;
+    handler.handle(&second, deadline()).await;
+    handler.handle(&first, deadline()).await;
     assert_eq!(read().await, [40, 40, 40]);
     // And a batch overlapping the end of the first with new records adds only the new ones.
     handler
-        .handle(&window_event(5_030, 20, "replay.me", &at))
+        .handle(&window_event(5_030, 20, "replay.me", &at), deadline())
         .await;
     assert_eq!(read().await, [50, 50, 50]);
 }

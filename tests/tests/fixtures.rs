@@ -78,7 +78,13 @@ async fn check(name: &str, text: &str) {
         "kinesis-batch.json" => {
             let event = serde_json::from_str(text).unwrap();
             let store = store::Store::new(MemoryStore::default());
-            assert!(store.handle(&event).await.batch_item_failures.is_empty());
+            assert!(
+                store
+                    .handle(&event, deadline())
+                    .await
+                    .batch_item_failures
+                    .is_empty()
+            );
 
             let routes = MemoryRoutes::default();
             let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/telemetry-game";
@@ -97,11 +103,19 @@ async fn check(name: &str, text: &str) {
                 forward::RouteCache::new(routes, Duration::from_secs(60)),
                 "https://sqs.us-east-1.amazonaws.com/123456789012/telemetry-dlq",
             );
-            assert!(forward.handle(&event).await.batch_item_failures.is_empty());
+            assert!(
+                forward
+                    .handle(&event, deadline())
+                    .await
+                    .batch_item_failures
+                    .is_empty()
+            );
         }
         "dynamodb-window-batch.json" => {
             let h = post_process::PostProcess::new(MemoryCounts::default());
-            let r = h.handle(&serde_json::from_str(text).unwrap()).await;
+            let r = h
+                .handle(&serde_json::from_str(text).unwrap(), deadline())
+                .await;
             assert!(r.batch_item_failures.is_empty());
             let answer = serde_json::to_value(&r).unwrap();
             assert_eq!(
@@ -112,6 +126,10 @@ async fn check(name: &str, text: &str) {
         }
         other => panic!("events/{other} has no handler case in tests/tests/fixtures.rs"),
     }
+}
+
+fn deadline() -> telemetry_shared::retry::Deadline {
+    telemetry_shared::retry::Deadline::after(std::time::Duration::from_secs(30))
 }
 
 #[tokio::test]

@@ -86,6 +86,12 @@ impl LocalConfig {
     }
 }
 
+/// The deadline a stream function gets: the template's 30 s timeout less the 2 s the Lambda
+/// binaries keep to answer.
+fn invocation_deadline() -> telemetry_shared::retry::Deadline {
+    telemetry_shared::retry::Deadline::after(Duration::from_secs(28))
+}
+
 /// A running local stack; stops when dropped.
 pub struct LocalStack {
     /// Address of the HTTP API.
@@ -205,7 +211,7 @@ impl LocalStack {
                         r_store.lock().expect("lock").store.push(event.clone());
                     }
                     let store = Arc::clone(&store);
-                    Box::pin(async move { store.handle(&event).await })
+                    Box::pin(async move { store.handle(&event, invocation_deadline()).await })
                 }),
             }
             .start()
@@ -224,7 +230,7 @@ impl LocalStack {
                         r_forward.lock().expect("lock").forward.push(event.clone());
                     }
                     let forward = Arc::clone(&forward);
-                    Box::pin(async move { forward.handle(&event).await })
+                    Box::pin(async move { forward.handle(&event, invocation_deadline()).await })
                 }),
             }
             .start()
@@ -252,7 +258,9 @@ impl LocalStack {
                             .push(event.clone());
                     }
                     let post_process = Arc::clone(&post_process);
-                    Box::pin(async move { post_process.handle(&event).await })
+                    Box::pin(
+                        async move { post_process.handle(&event, invocation_deadline()).await },
+                    )
                 }),
             }
             .start()

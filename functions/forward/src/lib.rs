@@ -24,7 +24,7 @@ use telemetry_shared::delivery::{MAX_SQS_BYTES, QueueMessage, plan_batches};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{QueueSink, RouteSource, SendError, StoreError};
 use telemetry_shared::record;
-use telemetry_shared::retry::Backoff;
+use telemetry_shared::retry::{Backoff, Deadline};
 use telemetry_shared::route::RouteTable;
 use tokio::time::Instant;
 
@@ -219,8 +219,9 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         }
     }
 
-    /// Handles one batch of Kinesis records.
-    pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
+    /// Handles one batch of Kinesis records; deliveries not done by `deadline` are reported as
+    /// failed (Lambda retries them) rather than left to a killed invocation.
+    pub async fn handle(&self, event: &KinesisEvent, deadline: Deadline) -> KinesisEventResponse {
         let mut metrics = Metrics::new("forward");
         metrics.add(Metric::BatchSize, event.records.len() as u64);
         let mut response = KinesisEventResponse::default();
@@ -253,7 +254,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                 let messages: Vec<&QueueMessage> =
                     indices.iter().map(|&d| &deliveries[d].message).collect();
                 async move {
-                    let (outcomes, retried) = self.deliver(queue, &messages).await;
+                    let (outcomes, retried) = self.deliver(queue, &messages, deadline).await;
                     (
                         indices.into_iter().zip(outcomes).collect::<Vec<_>>(),
                         retried,
@@ -286,7 +287,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         }
         if !dead.is_empty() {
             failed_records.extend(
-                self.dead_letter(&deliveries, &bodies, dead, &mut metrics)
+                self.dead_letter(&deliveries, &bodies, dead, deadline, &mut metrics)
                     .await,
             );
         }
@@ -307,8 +308,17 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
 
     /// Sends `messages` to one queue; one outcome per message, and how many entries were
     /// re-sent.
-    async fn deliver(&self, queue: &str, messages: &[&QueueMessage]) -> (Vec<Outcome>, usize) {
-        let limit = match self.queues.max_message_size(queue).await {
+    async fn deliver(
+        &self,
+        queue: &str,
+        messages: &[&QueueMessage],
+        deadline: Deadline,
+    ) -> (Vec<Outcome>, usize) {
+        let late = || SendError::Retryable("invocation deadline reached".into());
+        let size = tokio::time::timeout(deadline.remaining(), self.queues.max_message_size(queue))
+            .await
+            .unwrap_or_else(|_| Err(late()));
+        let limit = match size {
             Ok(size) => size.min(MAX_SQS_BYTES),
             Err(e) => {
                 let outcome = |reason: &String| match &e {
@@ -335,7 +345,11 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
             loop {
                 let sending: Vec<&QueueMessage> = pending.iter().map(|&i| messages[i]).collect();
-                let results = self.queues.send_batch(queue, &sending).await;
+                let call = self.queues.send_batch(queue, &sending);
+                let results = match tokio::time::timeout(deadline.remaining(), call).await {
+                    Ok(results) => results,
+                    Err(_) => sending.iter().map(|_| Err(late())).collect(),
+                };
                 let mut retry = Vec::new();
                 for (&i, result) in pending.iter().zip(results) {
                     outcomes[i] = match result {
@@ -350,7 +364,9 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                 if retry.is_empty() || backoff.attempts() + 1 >= SEND_ATTEMPTS {
                     break;
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                if !deadline.sleep(backoff.next_delay()).await {
+                    break;
+                }
                 retried += retry.len();
                 pending = retry;
             }
@@ -365,6 +381,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         deliveries: &[Delivery<'_>],
         bodies: &[&str],
         dead: Vec<(usize, String)>,
+        deadline: Deadline,
         metrics: &mut Metrics,
     ) -> Vec<usize> {
         let failed_at = telemetry_shared::time::format(chrono::Utc::now());
@@ -391,7 +408,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             })
             .collect();
         let refs: Vec<&QueueMessage> = letters.iter().collect();
-        let (outcomes, _) = self.deliver(&self.dlq_url, &refs).await;
+        let (outcomes, _) = self.deliver(&self.dlq_url, &refs, deadline).await;
         let mut failed = Vec::new();
         for ((d, _), outcome) in dead.iter().zip(outcomes) {
             match outcome {
@@ -475,7 +492,9 @@ mod tests {
             route("game", "game.level*", GAME_Q),
             route("all", "*", ALL_Q),
         ]);
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert!(failures(&r).is_empty());
         let game = h.queues.messages(GAME_Q);
         assert_eq!(game.len(), 1);
@@ -499,7 +518,9 @@ mod tests {
             route("game", "game.*", GAME_Q),
         ]);
         h.queues.missing.lock().unwrap().push(GONE_Q.into());
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert!(
             failures(&r).is_empty(),
             "dead letters do not block the shard"
@@ -523,12 +544,16 @@ mod tests {
     async fn retryable_entry_failures_are_retried_then_reported() {
         let h = handler(vec![route("game", "game.*", GAME_Q)]);
         *h.queues.flaky_entries.lock().unwrap() = 1;
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert!(failures(&r).is_empty());
         assert_eq!(h.queues.messages(GAME_Q).len(), 2);
 
         *h.queues.flaky_entries.lock().unwrap() = 1000;
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert_eq!(
             failures(&r),
             [
@@ -546,7 +571,9 @@ mod tests {
             .lock()
             .unwrap()
             .extend([GONE_Q.to_string(), DLQ.to_string()]);
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert_eq!(
             failures(&r),
             ["49590338271490256608559692538361571095921575989136588881"]
@@ -556,8 +583,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn routes_are_reread_at_most_once_per_ttl() {
         let h = handler(vec![route("game", "game.*", GAME_Q)]);
-        h.handle(&fixture()).await;
-        h.handle(&fixture()).await;
+        h.handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
+        h.handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert_eq!(*h.routes.source.reads.lock().unwrap(), 1);
         h.routes
             .source
@@ -566,13 +595,15 @@ mod tests {
             .unwrap()
             .insert("all".into(), route("all", "*", ALL_Q));
         tokio::time::advance(Duration::from_secs(59)).await;
-        h.handle(&fixture()).await;
+        h.handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert!(
             h.queues.messages(ALL_Q).is_empty(),
             "still the cached routes"
         );
         tokio::time::advance(Duration::from_secs(2)).await;
-        h.handle(&fixture()).await;
+        h.handle(&fixture(), Deadline::after(Duration::from_secs(30)))
+            .await;
         assert_eq!(
             h.queues.messages(ALL_Q).len(),
             2,
@@ -597,7 +628,9 @@ mod tests {
                 r
             })
             .collect();
-        let r = h.handle(&event).await;
+        let r = h
+            .handle(&event, Deadline::after(Duration::from_secs(30)))
+            .await;
         assert!(failures(&r).is_empty());
         assert_eq!(h.queues.messages(GAME_Q).len(), 25);
         assert_eq!(*h.queues.calls.lock().unwrap(), 3);

@@ -17,6 +17,7 @@ use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, CountedEvent};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::CountStore;
+use telemetry_shared::retry::Deadline;
 use telemetry_shared::sequence;
 
 /// Counter updates in flight at once.
@@ -147,8 +148,13 @@ impl<C: CountStore> PostProcess<C> {
         Self { counts }
     }
 
-    /// Handles one tumbling-window invocation.
-    pub async fn handle(&self, event: &TimeWindowEvent) -> TimeWindowEventResponse {
+    /// Handles one tumbling-window invocation; counter updates not done by `deadline` are
+    /// reported as failed (Lambda retries them; the watermark keeps them exactly once).
+    pub async fn handle(
+        &self,
+        event: &TimeWindowEvent,
+        deadline: Deadline,
+    ) -> TimeWindowEventResponse {
         let mut metrics = Metrics::new("post-process");
         // Lambda requires a state in every window response; `{}` is the empty one.
         let mut response = TimeWindowEventResponse::default();
@@ -185,7 +191,17 @@ impl<C: CountStore> PostProcess<C> {
         }
         let applies: Vec<_> = updates
             .iter()
-            .map(|u| async move { (u, self.counts.apply(shard, u).await) })
+            .map(|u| async move {
+                let applied =
+                    tokio::time::timeout(deadline.remaining(), self.counts.apply(shard, u))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(telemetry_shared::ports::StoreError::Unavailable(
+                                "invocation deadline reached".into(),
+                            ))
+                        });
+                (u, applied)
+            })
             .collect();
         // Built up front: a closure inside the stream would trip rustc's Send inference.
         let results: Vec<_> = futures::stream::iter(applies)
@@ -286,7 +302,12 @@ mod tests {
     #[tokio::test]
     async fn fixture_counts_inserts_under_their_time_and_skips_modifies() {
         let h = PostProcess::new(MemoryCounts::default());
-        let r = h.handle(&fixture()).await;
+        let r = h
+            .handle(
+                &fixture(),
+                Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await;
         assert!(r.batch_item_failures.is_empty());
         assert!(r.time_window_event_response_properties.state.is_empty());
         assert_eq!(
@@ -308,13 +329,17 @@ mod tests {
     async fn replayed_and_bisected_batches_never_count_twice() {
         let h = PostProcess::new(MemoryCounts::default());
         let whole = batch("shard-a", 1000, 10, "t");
-        h.handle(&whole).await;
-        h.handle(&whole).await;
+        h.handle(&whole, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
+        h.handle(&whole, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
         let (mut first, mut second) = (whole.clone(), whole.clone());
         first.dynamo_db_event.records.truncate(5);
         second.dynamo_db_event.records.drain(..5);
-        h.handle(&second).await;
-        h.handle(&first).await;
+        h.handle(&second, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
+        h.handle(&first, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 10);
         assert_eq!(total(&h, "prod#*#minute", "2026-11-26T13:40:00Z"), 10);
     }
@@ -323,19 +348,43 @@ mod tests {
     async fn shards_with_overlapping_sequence_numbers_count_apart() {
         let h = PostProcess::new(MemoryCounts::default());
         // Same sequence range on two shards (DynamoDB numbers per shard), interleaved.
-        h.handle(&batch("shard-a", 100, 5, "t")).await;
-        h.handle(&batch("shard-b", 100, 5, "t")).await;
-        h.handle(&batch("shard-a", 103, 5, "t")).await; // 103..=107: 105..=107 are new
-        h.handle(&batch("shard-b", 100, 5, "t")).await; // all seen
+        h.handle(
+            &batch("shard-a", 100, 5, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await;
+        h.handle(
+            &batch("shard-b", 100, 5, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await;
+        h.handle(
+            &batch("shard-a", 103, 5, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await; // 103..=107: 105..=107 are new
+        h.handle(
+            &batch("shard-b", 100, 5, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await; // all seen
         assert_eq!(total(&h, "prod#t#hour", "2026-11-26T13:00:00Z"), 13);
     }
 
     #[tokio::test]
     async fn a_rotated_shard_starts_its_own_counters() {
         let h = PostProcess::new(MemoryCounts::default());
-        h.handle(&batch("parent", 500, 3, "t")).await;
+        h.handle(
+            &batch("parent", 500, 3, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await;
         // The child shard's numbers may be lower than the parent's last one.
-        h.handle(&batch("child", 200, 3, "t")).await;
+        h.handle(
+            &batch("child", 200, 3, "t"),
+            Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 6);
     }
 
@@ -344,7 +393,9 @@ mod tests {
         let h = PostProcess::new(MemoryCounts::default());
         let mut e = fixture();
         e.time_window_properties.shard_id = None;
-        let r = h.handle(&e).await;
+        let r = h
+            .handle(&e, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
         assert_eq!(r.batch_item_failures.len(), 1);
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }
@@ -355,7 +406,9 @@ mod tests {
         let mut e = fixture();
         e.dynamo_db_event.records.clear();
         e.time_window_properties.is_final_invoke_for_window = true;
-        let r = h.handle(&e).await;
+        let r = h
+            .handle(&e, Deadline::after(std::time::Duration::from_secs(30)))
+            .await;
         assert!(r.batch_item_failures.is_empty());
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }

@@ -12,6 +12,7 @@ use telemetry_shared::event::StoredEvent;
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::EventStore;
 use telemetry_shared::record;
+use telemetry_shared::retry::Deadline;
 
 /// store's configuration.
 #[derive(Debug, Clone)]
@@ -44,8 +45,9 @@ impl<S: EventStore> Store<S> {
         Self { store }
     }
 
-    /// Handles one batch of Kinesis records.
-    pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
+    /// Handles one batch of Kinesis records; what is not stored by `deadline` is reported as
+    /// failed (Lambda retries it) rather than left to a killed invocation.
+    pub async fn handle(&self, event: &KinesisEvent, deadline: Deadline) -> KinesisEventResponse {
         let mut metrics = Metrics::new("store");
         let mut events: Vec<StoredEvent<'_>> = Vec::with_capacity(event.records.len());
         let mut sequence_numbers: Vec<&str> = Vec::with_capacity(event.records.len());
@@ -68,7 +70,7 @@ impl<S: EventStore> Store<S> {
         }
         let mut response = KinesisEventResponse::default();
         if !events.is_empty() {
-            let outcome = self.store.write_events(&events).await;
+            let outcome = self.store.write_events(&events, deadline).await;
             metrics.add(
                 Metric::RecordsStored,
                 (events.len() - outcome.failed.len()) as u64,
@@ -117,7 +119,12 @@ mod tests {
     #[tokio::test]
     async fn fixture_is_stored_and_the_undecodable_record_skipped() {
         let store = Store::new(MemoryStore::default());
-        let response = store.handle(&fixture()).await;
+        let response = store
+            .handle(
+                &fixture(),
+                Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await;
         assert!(response.batch_item_failures.is_empty());
         let items = store.store.items.lock().unwrap();
         assert_eq!(items.len(), 2);
@@ -133,7 +140,12 @@ mod tests {
             .lock()
             .unwrap()
             .push("fixture-2".into());
-        let response = store.handle(&fixture()).await;
+        let response = store
+            .handle(
+                &fixture(),
+                Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await;
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()
@@ -148,8 +160,18 @@ mod tests {
     #[tokio::test]
     async fn redelivered_batch_leaves_one_item_per_event() {
         let store = Store::new(MemoryStore::default());
-        store.handle(&fixture()).await;
-        store.handle(&fixture()).await;
+        store
+            .handle(
+                &fixture(),
+                Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await;
+        store
+            .handle(
+                &fixture(),
+                Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await;
         assert_eq!(store.store.items.lock().unwrap().len(), 2);
     }
 }

@@ -2,7 +2,12 @@
 
 use aws_lambda_events::kinesis::KinesisEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::time::Duration;
+
 use telemetry_shared::config::Env;
+use telemetry_shared::retry::Deadline;
+
+const REPLY_MARGIN: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,7 +18,9 @@ async fn main() -> Result<(), Error> {
     let handler = &handler;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KinesisEvent>| async move {
-            Ok::<_, Error>(handler.handle(&event.payload).await)
+            // Keep 2 s to report what is left as failed before Lambda's own deadline.
+            let deadline = Deadline::from_epoch_ms(event.context.deadline, REPLY_MARGIN);
+            Ok::<_, Error>(handler.handle(&event.payload, deadline).await)
         },
     ))
     .await

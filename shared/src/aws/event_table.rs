@@ -18,7 +18,7 @@ use crate::event::StoredEvent;
 use crate::ports::{
     EventPage, EventQuery, EventReader, EventStore, ReadError, StoreError, WriteOutcome,
 };
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Deadline};
 
 /// Most items in one `BatchWriteItem` call.
 pub const MAX_ITEMS_PER_CALL: usize = 25;
@@ -136,16 +136,20 @@ impl EventTable {
     async fn write_call(
         &self,
         mut requests: Vec<WriteRequest>,
+        deadline: Deadline,
     ) -> (usize, Result<(), (Vec<WriteRequest>, StoreError)>) {
         let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
         let mut retried = 0;
         loop {
-            let result = self
+            let call = self
                 .client
                 .batch_write_item()
                 .request_items(&self.table, requests.clone())
-                .send()
-                .await;
+                .send();
+            let Ok(result) = tokio::time::timeout(deadline.remaining(), call).await else {
+                let error = StoreError::Unavailable("invocation deadline reached".into());
+                return (retried, Err((requests, error)));
+            };
             let error = match result {
                 Ok(output) => {
                     let unprocessed = output
@@ -171,7 +175,9 @@ impl EventTable {
                 return (retried, Err((requests, error)));
             }
             retried += requests.len();
-            tokio::time::sleep(backoff.next_delay()).await;
+            if !deadline.sleep(backoff.next_delay()).await {
+                return (retried, Err((requests, error)));
+            }
         }
     }
 }
@@ -206,7 +212,7 @@ fn key_of(request: &WriteRequest) -> Option<(String, String)> {
 }
 
 impl EventStore for EventTable {
-    async fn write_events(&self, events: &[StoredEvent<'_>]) -> WriteOutcome {
+    async fn write_events(&self, events: &[StoredEvent<'_>], deadline: Deadline) -> WriteOutcome {
         let keys: Vec<(&str, &str)> = events
             .iter()
             .map(|e| (e.user_id.as_ref(), e.id.as_ref()))
@@ -224,7 +230,7 @@ impl EventStore for EventTable {
                 })
                 .collect();
             async move {
-                match self.write_call(requests).await {
+                match self.write_call(requests, deadline).await {
                     (retried, Ok(())) => (indices, Vec::new(), None, retried),
                     (retried, Err((left, error))) => {
                         let left: Vec<(String, String)> = left.iter().filter_map(key_of).collect();
@@ -431,7 +437,7 @@ mod tests {
             .build();
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
         let outcome = EventTable::new(client, "events", None)
-            .write_events(&events)
+            .write_events(&events, Deadline::after(Duration::from_secs(30)))
             .await;
         assert!(outcome.is_complete(), "{outcome:?}");
         assert_eq!(rule.num_calls(), 2);
@@ -456,7 +462,7 @@ mod tests {
             .build();
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
         let outcome = EventTable::new(client, "events", None)
-            .write_events(&events)
+            .write_events(&events, Deadline::after(Duration::from_secs(30)))
             .await;
         assert_eq!(outcome.failed, vec![0, 2]);
         assert!(matches!(outcome.error, Some(StoreError::Unavailable(_))));
