@@ -29,11 +29,15 @@ BENCH_EMULATOR_PORT ?= 4597
 BENCH_EVENTS ?= 10000
 BENCH_RUNS ?= 20
 
-.PHONY: help dev test emulator fmt-check clippy build lint bench
+SOAK_EVENTS ?= 20000
+SOAK_EMULATOR_PORT ?= 4596
+
+.PHONY: help dev test emulator fmt-check clippy build lint bench soak
 
 help:
 	@echo "make dev    run the whole pipeline locally (emulator + telemetry local on :$(PORT))"
 	@echo "make test   install test needs once, start the emulator, run fmt, clippy, cfn-lint and every test, stop it"
+	@echo "make soak   $(SOAK_EVENTS) events under ~10% injected AWS faults and a 5 s outage; checks every promise"
 	@echo "make bench  criterion benches, cold start, peak RSS, AWS requests per event: one table"
 	@echo "make build  Lambda artefacts in target/lambda/\$$ARCH/<function>.zip (ARCH=arm64|x86_64, default arm64)"
 
@@ -84,3 +88,7 @@ bench: $(PYTHON_OK)
 	cargo build -p telemetry-e2e --bin perf
 	scripts/with-emulator.sh $(BENCH_EMULATOR_PORT) sh -c 'target/debug/perf cold-start --runs $(BENCH_RUNS) && target/debug/perf requests --events $(BENCH_EVENTS)'
 	python3 scripts/bench-summary.py
+
+# The soak at full size (`make test` runs it with 2,000 events).
+soak: $(PYTHON_OK)
+	SOAK_EVENTS=$(SOAK_EVENTS) scripts/with-emulator.sh $(SOAK_EMULATOR_PORT) cargo test -p telemetry-e2e --test soak -- --nocapture
