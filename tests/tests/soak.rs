@@ -54,7 +54,7 @@ async fn client(
             .enumerate()
             .map(|(i, id)| {
                 let n = worker * 7919 + b * 131 + i;
-                let kind = if n % 50 == 0 {
+                let kind = if n.is_multiple_of(50) {
                     "bad type!"
                 } else {
                     TYPES[n % TYPES.len()]
