@@ -63,6 +63,21 @@ pub struct RejectedEvent {
     pub code: RejectCode,
     /// Human-readable detail.
     pub message: String,
+    /// The start of the event's JSON text, at most [`REJECTED_EXCERPT_BYTES`] (for the
+    /// rejected-events queue; not part of the HTTP answer).
+    #[serde(skip)]
+    pub excerpt: String,
+}
+
+/// Longest excerpt of a rejected event kept for inspection.
+pub const REJECTED_EXCERPT_BYTES: usize = 4096;
+
+fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(REJECTED_EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// Who sent the request and when: what the server adds to each event.
@@ -147,6 +162,7 @@ pub fn prepare(body: &str, who: &Enrichment<'_>) -> Result<PreparedBatch, BodyEr
                 index,
                 code: r.code,
                 message: r.message,
+                excerpt: excerpt(raw.get()),
             }),
         }
     }

@@ -174,6 +174,23 @@ pub trait QueueSink: Send + Sync {
     ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send;
 }
 
+/// No queue at all (the type of an optional queue that is not configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQueues;
+
+impl QueueSink for NoQueues {
+    async fn max_message_size(&self, _: &str) -> Result<usize, SendError> {
+        Err(SendError::Permanent("no queue configured".into()))
+    }
+
+    async fn send_batch(&self, _: &str, messages: &[&QueueMessage]) -> Vec<Result<(), SendError>> {
+        messages
+            .iter()
+            .map(|_| Err(SendError::Permanent("no queue configured".into())))
+            .collect()
+    }
+}
+
 /// Reads the routes.
 pub trait RouteSource: Send + Sync {
     /// Every route, enabled or not.

@@ -37,6 +37,7 @@ async fn the_limit_holds_across_two_concurrent_ingest_handlers() {
         retry_budget: Duration::from_secs(5),
         rate_limit_per_user: Some(100),
         counts_table: Some(names.counts_table.clone()),
+        rejected_queue_url: None,
     };
     // Two execution environments: separate handlers, separate clients, one table.
     let a = Arc::new(ingest::from_config(&config, &sdk).await.unwrap());

@@ -143,10 +143,15 @@ fn template_environment_matches_each_config() {
 
         // Everything required is set: the unconditional variables, plus one of the
         // conditional key settings (JWT_PUBLIC_KEY or JWT_SECRET_ARN), suffice.
-        let conditional: Vec<&String> = vars.iter().filter(|v| v.2).map(|v| &v.0).collect();
+        // The JWT key variables are alternatives; other conditional ones are simply optional.
+        let conditional: Vec<&String> = vars
+            .iter()
+            .filter(|v| v.2 && v.0.starts_with("JWT_"))
+            .map(|v| &v.0)
+            .collect();
         let base: Vec<(String, String)> = vars
             .iter()
-            .filter(|v| !v.2)
+            .filter(|v| !(v.2 && v.0.starts_with("JWT_")))
             .map(|v| (v.0.clone(), v.1.clone()))
             .collect();
         let choices: Vec<Option<&String>> = if conditional.is_empty() {

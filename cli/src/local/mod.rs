@@ -147,6 +147,7 @@ impl LocalStack {
                     retry_budget: config.ingest_retry_budget,
                     rate_limit_per_user: config.rate_limit_per_user,
                     counts_table: Some(names.counts_table.clone()),
+                    rejected_queue_url: None,
                 },
                 sdk,
             )

@@ -12,11 +12,15 @@ use aws_lambda_events::http::Method;
 use serde::Serialize;
 use telemetry_shared::auth::{AuthConfig, Scope, Verifier};
 use telemetry_shared::aws::rate_limit::DynamoRateLimiter;
+use telemetry_shared::aws::sqs::SqsQueues;
 use telemetry_shared::batch::{self, Enrichment, RejectedEvent};
 use telemetry_shared::config::{ConfigError, Env};
+use telemetry_shared::delivery::{MAX_ENTRIES_PER_BATCH, QueueMessage};
 use telemetry_shared::http::{self as api, ApiError};
 use telemetry_shared::metrics::{Metric, Metrics};
-use telemetry_shared::ports::{EventSink, RateDecision, RateLimiter, SinkError, Unlimited};
+use telemetry_shared::ports::{
+    EventSink, NoQueues, QueueSink, RateDecision, RateLimiter, SinkError, Unlimited,
+};
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 2;
@@ -35,6 +39,8 @@ pub struct Config {
     pub rate_limit_per_user: Option<u64>,
     /// Where the rate limit's windows are kept (`COUNTS_TABLE`; needed with a limit).
     pub counts_table: Option<String>,
+    /// Where rejected events go for inspection (`REJECTED_EVENTS_QUEUE_URL`; unset: nowhere).
+    pub rejected_queue_url: Option<String>,
 }
 
 impl Config {
@@ -47,6 +53,7 @@ impl Config {
             rate_limit_per_user: Some(env.parsed_or::<u64>("RATE_LIMIT_PER_USER", 0)?)
                 .filter(|n| *n > 0),
             counts_table: env.optional("COUNTS_TABLE"),
+            rejected_queue_url: env.optional("REJECTED_EVENTS_QUEUE_URL"),
         })
         .and_then(|c: Self| {
             if c.rate_limit_per_user.is_some() && c.counts_table.is_none() {
@@ -58,10 +65,12 @@ impl Config {
 }
 
 /// The ingest handler: built once per execution environment.
-pub struct Ingest<S, L = Unlimited> {
+pub struct Ingest<S, L = Unlimited, Q = NoQueues> {
     verifier: Verifier,
     sink: S,
     limiter: L,
+    /// The rejected-events queue and its URL, when configured.
+    rejected: Option<(Q, String)>,
 }
 
 #[derive(Serialize)]
@@ -78,17 +87,68 @@ impl<S: EventSink> Ingest<S> {
             verifier,
             sink,
             limiter: Unlimited,
+            rejected: None,
         }
     }
 }
 
-impl<S: EventSink, L: RateLimiter> Ingest<S, L> {
+impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
     /// The same handler with a per-user rate limit.
-    pub fn with_limiter<L2: RateLimiter>(self, limiter: L2) -> Ingest<S, L2> {
+    pub fn with_limiter<L2: RateLimiter>(self, limiter: L2) -> Ingest<S, L2, Q> {
         Ingest {
             verifier: self.verifier,
             sink: self.sink,
             limiter,
+            rejected: self.rejected,
+        }
+    }
+
+    /// The same handler sending rejected events to `queue_url` through `queues`.
+    pub fn with_rejected_queue<Q2: QueueSink>(
+        self,
+        queues: Q2,
+        queue_url: String,
+    ) -> Ingest<S, L, Q2> {
+        Ingest {
+            verifier: self.verifier,
+            sink: self.sink,
+            limiter: self.limiter,
+            rejected: Some((queues, queue_url)),
+        }
+    }
+
+    /// Sends the rejected events, with their reason and index, to the rejected-events queue.
+    /// Best effort: inspection must not cost the client its answer.
+    async fn keep_rejected(&self, user_id: &str, received_at: &str, rejected: &[RejectedEvent]) {
+        let Some((queues, url)) = &self.rejected else {
+            return;
+        };
+        let messages: Vec<QueueMessage> = rejected
+            .iter()
+            .map(|r| {
+                let body = serde_json::json!({
+                    "reason": r.code, "message": r.message, "index": r.index,
+                    "userId": user_id, "receivedAt": received_at, "excerpt": r.excerpt,
+                });
+                QueueMessage {
+                    body: body.to_string(),
+                    event_type: r.code.as_str().to_string(),
+                    group_id: None,
+                    dedup_id: None,
+                }
+            })
+            .collect();
+        for chunk in messages.chunks(MAX_ENTRIES_PER_BATCH) {
+            let refs: Vec<&QueueMessage> = chunk.iter().collect();
+            let failed = queues
+                .send_batch(url, &refs)
+                .await
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+            if failed > 0 {
+                tracing::warn!(failed, "rejected events not kept for inspection");
+            }
         }
     }
 
@@ -144,6 +204,11 @@ impl<S: EventSink, L: RateLimiter> Ingest<S, L> {
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
         for r in &prepared.rejected {
             metrics.rejected(r.code.as_str());
+        }
+        if !prepared.rejected.is_empty() {
+            let received_at = telemetry_shared::time::format(who.received_at);
+            self.keep_rejected(&principal.sub, &received_at, &prepared.rejected)
+                .await;
         }
         metrics.add(
             Metric::BatchSize,
@@ -219,7 +284,8 @@ impl<S: EventSink, L: RateLimiter> Ingest<S, L> {
 }
 
 /// The production handler's type.
-pub type AwsIngest = Ingest<telemetry_shared::aws::kinesis::KinesisSink, Option<DynamoRateLimiter>>;
+pub type AwsIngest =
+    Ingest<telemetry_shared::aws::kinesis::KinesisSink, Option<DynamoRateLimiter>, SqsQueues>;
 
 /// Builds the production handler from configuration and an SDK config, reading the JWT secret
 /// from Secrets Manager when `JWT_SECRET_ARN` names one.
@@ -244,7 +310,18 @@ pub async fn from_config(
         &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
     )
     .await?;
-    Ok(Ingest::new(verifier, sink).with_limiter(limiter))
+    let ingest = Ingest::new(verifier, sink).with_limiter(limiter);
+    Ok(match &config.rejected_queue_url {
+        Some(url) => {
+            ingest.with_rejected_queue(SqsQueues::new(aws_sdk_sqs::Client::new(sdk)), url.clone())
+        }
+        None => Ingest {
+            verifier: ingest.verifier,
+            sink: ingest.sink,
+            limiter: ingest.limiter,
+            rejected: None,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -320,6 +397,25 @@ mod tests {
         assert_eq!(r.status_code, 400);
         assert_eq!(body(&r)["error"]["code"], "no_valid_events");
         assert!(h.sink.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rejected_events_go_to_the_inspection_queue_with_reason_and_index() {
+        let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/telemetry-rejected";
+        let h = handler().with_rejected_queue(
+            telemetry_shared::ports::memory::MemoryQueues::default(),
+            queue.to_string(),
+        );
+        let r = h.handle(&fixture()).await;
+        assert_eq!(r.status_code, 202);
+        let (queues, _) = h.rejected.as_ref().unwrap();
+        let kept = queues.messages(queue);
+        assert_eq!(kept.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(&kept[0].body).unwrap();
+        assert_eq!(body["reason"], "invalid_type");
+        assert_eq!(body["index"], 2);
+        assert_eq!(body["userId"], "fixture-user");
+        assert!(body["excerpt"].as_str().unwrap().contains("not valid!"));
     }
 
     #[tokio::test]
