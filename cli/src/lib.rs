@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod load;
 pub mod local;
+pub mod replay;
 pub mod send;
 
 /// A sample client event of about `bytes` bytes with a unique id.

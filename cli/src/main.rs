@@ -90,6 +90,34 @@ enum Command {
         #[arg(long, default_value = "load-user")]
         sub: String,
     },
+    /// Re-drive stream records that store or forward gave up on, through that function's
+    /// handler (configured from the same environment variables as the function).
+    Replay {
+        /// The function to re-drive: store or forward.
+        #[arg(long, value_parser = ["store", "forward"])]
+        function: String,
+        /// The Kinesis stream.
+        #[arg(long, env = "EVENTS_STREAM")]
+        stream: String,
+        /// A folder of on-failure records (from the S3 destination: `aws s3 sync s3://BUCKET dir`).
+        #[arg(long)]
+        failures: Option<std::path::PathBuf>,
+        /// Shard of a sequence range.
+        #[arg(long)]
+        shard: Option<String>,
+        /// First sequence number of the range.
+        #[arg(long)]
+        from_sequence: Option<String>,
+        /// Last sequence number of the range (default: the end of the shard).
+        #[arg(long)]
+        to_sequence: Option<String>,
+        /// Re-drive records that arrived from this time (RFC 3339), on every shard.
+        #[arg(long)]
+        from_time: Option<String>,
+        /// ... until this time (default: now).
+        #[arg(long)]
+        to_time: Option<String>,
+    },
     /// Send sample events and print the answer.
     Send {
         /// How many events (split into requests of at most 500).
@@ -232,6 +260,81 @@ async fn run(command: Command) -> Result<()> {
                 ms(report.percentile(99.0)),
                 ms(report.percentile(100.0))
             );
+            Ok(())
+        }
+        Command::Replay {
+            function,
+            stream,
+            failures,
+            shard,
+            from_sequence,
+            to_sequence,
+            from_time,
+            to_time,
+        } => {
+            use telemetry_cli::replay::{Range, replay};
+            let time = |s: Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+                s.map(|s| {
+                    telemetry_shared::time::parse(&s)
+                        .with_context(|| format!("`{s}` is not RFC 3339"))
+                })
+                .transpose()
+            };
+            let ranges = match (failures, shard, from_sequence, time(from_time)?) {
+                (Some(dir), None, None, None) => {
+                    telemetry_cli::replay::ranges_from_failure_records(&dir)?
+                }
+                (None, Some(shard), Some(from), None) => vec![Range::Sequence {
+                    shard,
+                    from,
+                    to: to_sequence,
+                }],
+                (None, None, None, Some(from)) => vec![Range::Time {
+                    from,
+                    to: time(to_time)?,
+                }],
+                _ => anyhow::bail!(
+                    "name what to replay: --failures DIR, or --shard with --from-sequence, or --from-time"
+                ),
+            };
+            let sdk = telemetry_shared::aws::sdk_config().await;
+            let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+            let env = telemetry_shared::config::Env::process();
+            let mut total = telemetry_cli::replay::ReplayReport::default();
+            for range in &ranges {
+                let report = if function == "store" {
+                    let handler = store::from_config(&store::Config::from_env(&env)?, &sdk);
+                    replay(&kinesis, &stream, range, |e, d| {
+                        let h = &handler;
+                        async move { h.handle(&e, d).await }
+                    })
+                    .await?
+                } else {
+                    let handler = forward::from_config(&forward::Config::from_env(&env)?, &sdk);
+                    replay(&kinesis, &stream, range, |e, d| {
+                        let h = &handler;
+                        async move { h.handle(&e, d).await }
+                    })
+                    .await?
+                };
+                println!(
+                    "{range:?}: {} records in {} batches, {} still failing",
+                    report.records, report.batches, report.failed
+                );
+                total.records += report.records;
+                total.batches += report.batches;
+                total.failed += report.failed;
+            }
+            println!(
+                "replayed {} records to {function}; {} still failing",
+                total.records, total.failed
+            );
+            if total.failed > 0 {
+                anyhow::bail!(
+                    "{} records still fail; see the function's logs",
+                    total.failed
+                );
+            }
             Ok(())
         }
         Command::Send {
