@@ -249,6 +249,18 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
     }
 }
 
+/// The optional `type` parameter, checked.
+fn type_param(req: &ApiGatewayV2httpRequest) -> Result<Option<String>, ApiError> {
+    match api::query(req, "type") {
+        None => Ok(None),
+        Some(t) if is_valid_type(t) => Ok(Some(t.to_string())),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_type",
+            "`type` is not a valid event type",
+        )),
+    }
+}
+
 /// An optional RFC 3339 query parameter; `code` names the 400 when it does not parse.
 fn time_param(
     req: &ApiGatewayV2httpRequest,
@@ -303,16 +315,7 @@ pub fn events_query(
             "`from` is after `to`",
         ));
     }
-    let kind = match api::query(req, "type") {
-        None => None,
-        Some(t) if is_valid_type(t) => Some(t.to_string()),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_type",
-                "`type` is not a valid event type",
-            ));
-        }
-    };
+    let kind = type_param(req)?;
     Ok(EventQuery {
         user_id,
         from,
@@ -353,16 +356,7 @@ pub fn counts_query(
             )
         })?,
     };
-    let kind = match api::query(req, "type") {
-        None => None,
-        Some(t) if is_valid_type(t) => Some(t.to_string()),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_type",
-                "`type` is not a valid event type",
-            ));
-        }
-    };
+    let kind = type_param(req)?;
     let environment = match api::query(req, "environment") {
         None => DEFAULT_ENVIRONMENT.to_string(),
         Some(e) if is_valid_environment(e) => e.to_string(),

@@ -274,6 +274,12 @@ where
 
 async fn requests(events: usize) -> Result<Value> {
     let endpoint = emulator_url();
+    // A clean emulator: earlier runs' streams would slow it down.
+    reqwest::Client::new()
+        .post(format!("{endpoint}/moto-api/reset"))
+        .send()
+        .await
+        .context("resetting the emulator")?;
     let (proxy, counts) = telemetry_e2e::aws_proxy::start(&endpoint).await;
     let sdk = sdk_config_for(&proxy).await;
     let direct = sdk_config_for(&endpoint).await;
@@ -282,6 +288,10 @@ async fn requests(events: usize) -> Result<Value> {
     config.names = ResourceNames::with_prefix(&unique_prefix());
     config.record_batches = true;
     config.poll_interval = Duration::from_millis(200);
+    // Larger batches than the template's 100: the emulator re-scans a shard on every
+    // GetRecords, so fewer polls keep a 10,000-event run to minutes. The minimum is computed
+    // for the batches as delivered, whatever their size.
+    config.batch_size = 500;
     let stack = LocalStack::start(config.clone(), &sdk).await?;
     // Routes: game events to one queue, errors to another (FIFO), as a deployment might.
     let sqs = aws_sdk_sqs::Client::new(&direct);
@@ -338,7 +348,7 @@ async fn requests(events: usize) -> Result<Value> {
     // Wait for the whole pipeline, reading the emulator directly (not through the proxy).
     let ddb = aws_sdk_dynamodb::Client::new(&direct);
     let counts_table = config.names.counts_table.clone();
-    until("every event counted", Duration::from_secs(600), || {
+    until("every event counted", Duration::from_secs(1800), || {
         let (ddb, table) = (&ddb, &counts_table);
         async move {
             let day = telemetry_shared::count::format_bucket(
@@ -365,7 +375,7 @@ async fn requests(events: usize) -> Result<Value> {
             kind.starts_with("game.") || kind.ends_with(".error")
         })
         .count();
-    until("every routed event forwarded", Duration::from_secs(600), || {
+    until("every routed event forwarded", Duration::from_secs(1800), || {
         let sqs = &sqs;
         let queues = [game.clone(), errors.clone()];
         async move {
