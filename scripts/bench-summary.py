@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Prints the one table of `make bench` from criterion's estimates and the perf tool's JSON."""
+import io
 import json
 import math
 import os
 import platform
 import sys
+import zipfile
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CRIT = os.path.join(ROOT, "target", "criterion")
@@ -41,6 +43,18 @@ def load(name):
         return {}
 
 
+def zipped_bytes(function):
+    """Size of the function's deployment zip (the binary as `bootstrap`, deflated, as `make build`)."""
+    path = os.path.join(ROOT, "target", "release", function)
+    try:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+            z.write(path, "bootstrap")
+        return len(buf.getvalue())
+    except OSError:
+        return 0
+
+
 def line(*cols):
     print("  ".join(str(c) for c in cols))
 
@@ -71,7 +85,7 @@ print()
 print("2. Cold start under a fake Runtime API against the emulator (medians; floor = hello-world lambda_runtime, same profile)")
 floor = next((r for r in cold if r["function"] == "hello-lambda"), None)
 if cold and floor:
-    print(f"   {'function':<13} {'init ms':>8} {'x floor':>8} {'1st resp':>9} {'warm':>7} {'cold ovh':>9} {'x floor init':>13} {'peak RSS':>10} {'binary':>10}")
+    print(f"   {'function':<13} {'init ms':>8} {'x floor':>8} {'1st resp':>9} {'warm':>7} {'cold ovh':>9} {'x floor init':>13} {'peak RSS':>10} {'binary':>10} {'zipped':>9}")
     for r in cold:
         init_ratio = r["init_ms"] / floor["init_ms"]
         ovh_ratio = r["cold_overhead_ms"] / floor["init_ms"]
@@ -81,7 +95,7 @@ if cold and floor:
             flags.append("init " + ("met" if init_ratio <= 1.5 else "MISSED"))
             flags.append("cold " + ("met" if ovh_ratio <= 1.5 else "MISSED"))
             flags.append("RSS " + ("met" if rss < 64 * 1024 else "MISSED"))
-        print(f"   {r['function']:<13} {r['init_ms']:>8.2f} {init_ratio:>8.2f} {r['first_response_ms']:>9.2f} {r['warm_ms']:>7.2f} {r['cold_overhead_ms']:>9.2f} {ovh_ratio:>13.2f} {rss/1024:>8.1f}MB {r['binary_bytes']/1e6:>8.1f}MB  {' '.join(flags)}")
+        print(f"   {r['function']:<13} {r['init_ms']:>8.2f} {init_ratio:>8.2f} {r['first_response_ms']:>9.2f} {r['warm_ms']:>7.2f} {r['cold_overhead_ms']:>9.2f} {ovh_ratio:>13.2f} {rss/1024:>8.1f}MB {r['binary_bytes']/1e6:>8.1f}MB {zipped_bytes(r['function'])/1e6:>7.1f}MB  {' '.join(flags)}")
 else:
     print("   (not measured)")
 

@@ -297,7 +297,7 @@ async fn run(command: Command) -> Result<()> {
                     "name what to replay: --failures DIR, or --shard with --from-sequence, or --from-time"
                 ),
             };
-            let sdk = telemetry_shared::aws::sdk_config().await;
+            let sdk = telemetry_shared::aws::sdk_config().await?;
             let kinesis = aws_sdk_kinesis::Client::new(&sdk);
             let env = telemetry_shared::config::Env::process();
             let mut total = telemetry_cli::replay::ReplayReport::default();
@@ -392,7 +392,7 @@ async fn local(port: u16, prefix: &str) -> Result<()> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|n| *n > 0);
 
-    let sdk = telemetry_shared::aws::sdk_config().await;
+    let sdk = telemetry_shared::aws::sdk_config().await?;
     let mut stack = LocalStack::start(config.clone(), &sdk)
         .await
         .with_context(|| format!("starting the local stack against {endpoint} (is the emulator running? `make dev` starts it)"))?;

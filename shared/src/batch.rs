@@ -183,12 +183,8 @@ fn enrich<'a>(
             format!("an event is at most {MAX_EVENT_BYTES} bytes of JSON"),
         ));
     }
-    let incoming: IncomingEvent<'a> = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(
-            RejectCode::InvalidEvent,
-            format!("event is not a valid event object: {e}"),
-        )
-    })?;
+    // `split` validated the whole body: the event's text is valid JSON, read without a re-parse.
+    let incoming = IncomingEvent::from_json(text)?;
     incoming.validate()?;
 
     let id: Cow<'a, str> = match (incoming.id, who.idempotency_key) {
@@ -220,9 +216,12 @@ fn enrich<'a>(
             .unwrap_or(Cow::Borrowed(DEFAULT_ENVIRONMENT)),
         origin: incoming.origin,
         session_id: incoming.session_id,
-        data: incoming.data,
+        data: None,
     };
-    Ok((record::encode(&stored), id.into_owned()))
+    Ok((
+        record::encode_with_data(&stored, incoming.data),
+        id.into_owned(),
+    ))
 }
 
 /// The id of the `index`-th event of a request that carried `Idempotency-Key: key` and no id:

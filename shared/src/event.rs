@@ -35,9 +35,9 @@ pub const MAX_DATA_DEPTH: usize = 64;
 /// One pass over the bytes, skipping string contents; `raw` is already known to be JSON.
 pub fn nests_deeper_than(raw: &str, limit: usize) -> bool {
     let bytes = raw.as_bytes();
-    // Fast path (vectorised count): nesting deeper than `limit` needs more than `limit`
-    // opening brackets, which typical event data never has.
-    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= limit {
+    // Fast path (a vectorised search that stops at bracket `limit + 1`): nesting deeper than
+    // `limit` needs more than `limit` opening brackets, which typical event data never has.
+    if memchr::memchr2_iter(b'{', b'[', bytes).nth(limit).is_none() {
         return false;
     }
     let (mut depth, mut i) = (0usize, 0usize);
@@ -72,29 +72,132 @@ pub fn nests_deeper_than(raw: &str, limit: usize) -> bool {
 ///
 /// Unknown fields are ignored (clients may be newer than the server). Fields only the server
 /// sets (`userId`, `receivedAt`, `schemaVersion`) are ignored too: they are never trusted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IncomingEvent<'a> {
     /// Event type, e.g. `game.level_completed`.
-    #[serde(rename = "type", borrow, default)]
     pub kind: Option<Cow<'a, str>>,
     /// Client idempotency key, unique per user.
-    #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
     /// Client time, RFC 3339.
-    #[serde(borrow, default)]
     pub timestamp: Option<Cow<'a, str>>,
     /// Deployment environment of the client (`prod`, `staging`, ...).
-    #[serde(borrow, default)]
     pub environment: Option<Cow<'a, str>>,
     /// The client or service that sent the event.
-    #[serde(borrow, default)]
     pub origin: Option<Cow<'a, str>>,
     /// Client session.
-    #[serde(rename = "sessionId", borrow, default)]
     pub session_id: Option<Cow<'a, str>>,
-    /// Free-form payload: a JSON object, kept verbatim.
-    #[serde(borrow, default)]
-    pub data: Option<&'a RawValue>,
+    /// Free-form payload: the raw JSON text of the value sent (a JSON object, which
+    /// [`IncomingEvent::validate`] checks), kept verbatim.
+    pub data: Option<&'a str>,
+}
+
+/// The fields a client may send.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Kind,
+    Id,
+    Timestamp,
+    Environment,
+    Origin,
+    SessionId,
+    Data,
+}
+
+/// Each field's JSON name.
+const FIELDS: [(&str, Field); 7] = [
+    ("type", Field::Kind),
+    ("id", Field::Id),
+    ("timestamp", Field::Timestamp),
+    ("environment", Field::Environment),
+    ("origin", Field::Origin),
+    ("sessionId", Field::SessionId),
+    ("data", Field::Data),
+];
+
+impl<'a> IncomingEvent<'a> {
+    /// Reads the event in `text`, the JSON text of one event **already known to be valid JSON**
+    /// (ingest splits the request body with serde_json first, which validates it).
+    ///
+    /// One pass over the top-level members: values are located, not parsed again, and `data`
+    /// stays raw text — the body is validated once, as a whole. The event must be an object;
+    /// a known field must be a string (or `null`, meaning absent) and must not appear twice.
+    /// Text that is not valid JSON gives an error, never a panic.
+    pub fn from_json(text: &'a str) -> Result<Self, Rejection> {
+        use crate::json::{skip_ws, string_contents, string_end, value_end};
+        let b = text.as_bytes();
+        let invalid = |message: &str| Rejection::new(RejectCode::InvalidEvent, message);
+        let malformed = || invalid("the event is not valid JSON");
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return Err(invalid("an event must be a JSON object"));
+        }
+        let mut event = IncomingEvent::default();
+        let mut seen = 0u8;
+        i = skip_ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            return Ok(event);
+        }
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(malformed());
+            }
+            let (key_end, key_escaped) = string_end(b, i).ok_or_else(malformed)?;
+            let key = string_contents(&text[i..key_end], key_escaped).ok_or_else(malformed)?;
+            i = skip_ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return Err(malformed());
+            }
+            let start = skip_ws(b, i + 1);
+            let end = value_end(b, start).ok_or_else(malformed)?;
+            let value = text.get(start..end).ok_or_else(malformed)?;
+            if let Some(&(name, field)) = FIELDS.iter().find(|(name, _)| *name == key) {
+                let bit = 1 << field as u8;
+                if seen & bit != 0 {
+                    return Err(invalid(&format!("`{name}` appears twice")));
+                }
+                seen |= bit;
+                if value != "null" {
+                    event.set(name, field, value)?;
+                }
+            }
+            i = skip_ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => return Ok(event),
+                _ => return Err(malformed()),
+            }
+        }
+    }
+
+    /// Sets `field` (JSON `name`) from its raw JSON `value` (not `null`).
+    fn set(&mut self, name: &str, field: Field, value: &'a str) -> Result<(), Rejection> {
+        let slot = match field {
+            Field::Data => {
+                self.data = Some(value);
+                return Ok(());
+            }
+            Field::Kind => &mut self.kind,
+            Field::Id => &mut self.id,
+            Field::Timestamp => &mut self.timestamp,
+            Field::Environment => &mut self.environment,
+            Field::Origin => &mut self.origin,
+            Field::SessionId => &mut self.session_id,
+        };
+        // `value` is one whole JSON value: a string when it starts with a quote.
+        let text = if value.len() >= 2 && value.starts_with('"') {
+            crate::json::string_contents(value, value.bytes().any(|c| c == b'\\'))
+        } else {
+            None
+        }
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectCode::InvalidEvent,
+                format!("`{name}` must be a string"),
+            )
+        })?;
+        *slot = Some(text);
+        Ok(())
+    }
 }
 
 /// Why an event was rejected: a stable machine code plus a human message.
@@ -260,14 +363,14 @@ impl IncomingEvent<'_> {
             ));
         }
         if let Some(data) = self.data {
-            // RawValue has no surrounding whitespace, so the first byte tells the JSON type.
-            if !data.get().starts_with('{') {
+            // The raw text has no surrounding whitespace, so the first byte tells the JSON type.
+            if !data.starts_with('{') {
                 return Err(Rejection::new(
                     RejectCode::InvalidData,
                     "`data` must be a JSON object",
                 ));
             }
-            if nests_deeper_than(data.get(), MAX_DATA_DEPTH) {
+            if nests_deeper_than(data, MAX_DATA_DEPTH) {
                 return Err(Rejection::new(
                     RejectCode::InvalidData,
                     format!("`data` nests more than {MAX_DATA_DEPTH} levels"),
@@ -364,7 +467,41 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> IncomingEvent<'_> {
-        serde_json::from_str(json).unwrap()
+        IncomingEvent::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn fields_are_read_borrowed_and_data_kept_as_text() {
+        let e = parse(
+            r#" { "type" : "game.start", "x": {"type": 1}, "data" : {"a": [1, "}"]} , "id":null } "#,
+        );
+        assert!(matches!(e.kind, Some(Cow::Borrowed("game.start"))));
+        assert_eq!(e.data, Some(r#"{"a": [1, "}"]}"#));
+        assert_eq!(e.id, None);
+        // Escapes are decoded, in keys too.
+        let e = parse(r#"{"t\u0079pe":"a\u002eb","sessionId":"s\"1"}"#);
+        assert_eq!(e.kind.as_deref(), Some("a.b"));
+        assert_eq!(e.session_id.as_deref(), Some("s\"1"));
+    }
+
+    #[test]
+    fn the_reader_refuses_what_is_not_an_event_object() {
+        for (json, why) in [
+            ("[\"game.start\"]", "must be a JSON object"),
+            ("\"game.start\"", "must be a JSON object"),
+            (r#"{"type":5}"#, "`type` must be a string"),
+            (r#"{"type":"a","id":["b"]}"#, "`id` must be a string"),
+            (r#"{"type":"a","type":"b"}"#, "`type` appears twice"),
+            (r#"{"type":"a","type":null}"#, "`type` appears twice"),
+            (r#"{"type":"a""#, "not valid JSON"),
+            (r#"{"type" "a"}"#, "not valid JSON"),
+        ] {
+            let e = IncomingEvent::from_json(json).unwrap_err();
+            assert_eq!(e.code, RejectCode::InvalidEvent, "{json}");
+            assert!(e.message.contains(why), "{json}: {}", e.message);
+        }
+        // Unknown fields may repeat and hold anything.
+        assert!(IncomingEvent::from_json(r#"{"type":"a","x":1,"x":[{}]}"#).is_ok());
     }
 
     #[test]
@@ -391,6 +528,7 @@ mod tests {
                 r#"{"type":"x","origin":"a\u0000b"}"#,
                 RejectCode::InvalidOrigin,
             ),
+            (r#"{"type":null}"#, RejectCode::MissingType),
             (r#"{"type":"x","data":[1]}"#, RejectCode::InvalidData),
             (r#"{"type":"x","data":"s"}"#, RejectCode::InvalidData),
         ];

@@ -15,6 +15,7 @@ pub mod count;
 pub mod delivery;
 pub mod event;
 pub mod http;
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod ports;

@@ -1,5 +1,7 @@
 //! The Kinesis record codec: a [`StoredEvent`] as JSON bytes, plus its partition key.
 
+use serde_json::value::RawValue;
+
 use crate::event::StoredEvent;
 
 /// One record for Kinesis `PutRecords`.
@@ -43,13 +45,44 @@ pub fn partition_key(user_id: &str, id: &str) -> String {
 
 /// Encodes `event` as a Kinesis record.
 pub fn encode(event: &StoredEvent<'_>) -> EventRecord {
+    encode_with_data(event, event.data.map(RawValue::get))
+}
+
+/// Encodes `event` with `data` (the raw JSON text of its data object, already validated) in
+/// place of `event.data`: the same bytes as serializing the event with that data, without
+/// turning the text into a `RawValue` (which would validate it once more).
+pub fn encode_with_data(event: &StoredEvent<'_>, data: Option<&str>) -> EventRecord {
     // Sized once: `data` plus the enriched fields, so the buffer never grows.
-    let mut data = Vec::with_capacity(event.data.map_or(0, |d| d.get().len()) + 384);
-    // Serializing plain strings, a u32 and a RawValue into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut data, event);
+    let mut out = Vec::with_capacity(data.map_or(0, str::len) + 384);
+    out.extend_from_slice(b"{\"schemaVersion\":");
+    out.extend_from_slice(event.schema_version.to_string().as_bytes());
+    let fields = [
+        ("id", Some(&event.id)),
+        ("type", Some(&event.kind)),
+        ("userId", Some(&event.user_id)),
+        ("timestamp", Some(&event.timestamp)),
+        ("receivedAt", Some(&event.received_at)),
+        ("environment", Some(&event.environment)),
+        ("origin", event.origin.as_ref()),
+        ("sessionId", event.session_id.as_ref()),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            // Writing a string into a Vec cannot fail; serde_json escapes it.
+            let _ = serde_json::to_writer(&mut out, value.as_ref());
+        }
+    }
+    if let Some(data) = data {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+    }
+    out.push(b'}');
     EventRecord {
         partition_key: partition_key(&event.user_id, &event.id),
-        data,
+        data: out,
     }
 }
 
@@ -63,8 +96,6 @@ pub fn decode(data: &[u8]) -> Result<StoredEvent<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-
-    use serde_json::value::RawValue;
 
     use super::*;
     use crate::event::SCHEMA_VERSION;
@@ -96,6 +127,17 @@ mod tests {
             back.data.unwrap().get(),
             r#"{"n":1e400,"k":[1,{"a":null}]}"#
         );
+    }
+
+    #[test]
+    fn the_hand_encoder_writes_what_serde_writes() {
+        let raw = RawValue::from_string(r#"{"q":"\"","u":"\u00e9"}"#.into()).unwrap();
+        let mut event = sample(Some(&raw));
+        event.id = Cow::Borrowed("quote\"and\\backslash\u{1}");
+        event.session_id = Some(Cow::Borrowed("é\n"));
+        for e in [event.clone(), sample(None)] {
+            assert_eq!(encode(&e).data, serde_json::to_vec(&e).unwrap());
+        }
     }
 
     #[test]

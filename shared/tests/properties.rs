@@ -1,12 +1,14 @@
 //! Property tests: hostile input never panics the parsers, codecs round-trip, and the counting
 //! and routing arithmetic agree with naive references.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use telemetry_shared::batch::{self, Enrichment};
 use telemetry_shared::count::{self, CountedEvent, Granularity};
+use telemetry_shared::event::{IncomingEvent, RejectCode};
 use telemetry_shared::route::glob_matches;
 use telemetry_shared::{record, sequence};
 
@@ -16,6 +18,25 @@ fn who() -> Enrichment<'static> {
         received_at: Utc.with_ymd_and_hms(2026, 11, 26, 13, 0, 0).unwrap(),
         idempotency_key: Some("prop-key"),
     }
+}
+
+/// What serde's derive reads from an event object: the reference for the hand-written reader.
+#[derive(Debug, serde::Deserialize)]
+struct ReferenceEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    environment: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    origin: Option<Cow<'a, str>>,
+    #[serde(rename = "sessionId", borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Arbitrary JSON values, nested a few levels.
@@ -64,6 +85,40 @@ proptest! {
                 let e = record::decode(&r.data).expect("accepted events decode");
                 prop_assert_eq!(e.user_id.as_ref(), "prop-user");
             }
+        }
+    }
+
+    #[test]
+    fn the_event_reader_agrees_with_serde(
+        fields in prop::collection::vec(
+            ("type|id|timestamp|environment|origin|sessionId|data|other", json_value()),
+            0..8,
+        ),
+        pretty in any::<bool>(),
+        escaped_key in any::<bool>(),
+    ) {
+        // Built by hand so that keys may repeat, as clients may send them.
+        let members: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), if pretty { serde_json::to_string_pretty(v).unwrap() } else { v.to_string() }))
+            .collect();
+        let mut text = format!("{{{}}}", members.join(if pretty { " ,\n " } else { "," }));
+        if escaped_key {
+            text = text.replace("\"type\":", "\"t\\u0079pe\":");
+        }
+        let reference = serde_json::from_str::<ReferenceEvent<'_>>(&text);
+        match (IncomingEvent::from_json(&text), reference) {
+            (Ok(got), Ok(want)) => {
+                prop_assert_eq!(got.kind, want.kind);
+                prop_assert_eq!(got.id, want.id);
+                prop_assert_eq!(got.timestamp, want.timestamp);
+                prop_assert_eq!(got.environment, want.environment);
+                prop_assert_eq!(got.origin, want.origin);
+                prop_assert_eq!(got.session_id, want.session_id);
+                prop_assert_eq!(got.data, want.data.map(serde_json::value::RawValue::get));
+            }
+            (Err(got), Err(_)) => prop_assert_eq!(got.code, RejectCode::InvalidEvent),
+            (got, want) => prop_assert!(false, "{text}: reader {got:?}, serde {want:?}"),
         }
     }
 

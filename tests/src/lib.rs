@@ -8,9 +8,10 @@
 pub mod aws_proxy;
 pub mod runtime;
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::Region;
@@ -62,6 +63,23 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await
+}
+
+/// [`sdk_config_for`] with patient timeouts, for a test's own reads of the emulator: under a
+/// large run the single-threaded emulator can take longer than the functions' 5 s attempt
+/// timeout to scan a table, and a verification must wait, not fail.
+pub async fn patient_sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_for(endpoint)
+        .await
+        .into_builder()
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(120))
+                .operation_timeout(Duration::from_secs(300))
+                .build(),
+        )
+        .build()
 }
 
 /// A unique name prefix for one test's resources.
@@ -437,5 +455,96 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A subscriber consuming a queue while the pipeline runs, as a real one would. (It also keeps
+/// the emulator fast: its `SendMessage` slows down with every message a queue holds.)
+pub struct QueueSubscriber {
+    seen: Arc<Mutex<HashMap<String, u32>>>,
+    idle_polls: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueueSubscriber {
+    /// Starts receiving and deleting `queue`'s messages, counting each event (`userId/id`).
+    pub fn start(sqs: aws_sdk_sqs::Client, queue: String) -> Self {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let idle_polls = Arc::new(AtomicUsize::new(0));
+        let (counts, idle) = (Arc::clone(&seen), Arc::clone(&idle_polls));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(page) = sqs
+                    .receive_message()
+                    .queue_url(&queue)
+                    .max_number_of_messages(10)
+                    .send()
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                };
+                if page.messages().is_empty() {
+                    idle.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+                idle.store(0, Ordering::SeqCst);
+                let mut entries = Vec::new();
+                for (i, m) in page.messages().iter().enumerate() {
+                    let body: Value =
+                        serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
+                    let key = format!(
+                        "{}/{}",
+                        body["userId"].as_str().unwrap_or(""),
+                        body["id"].as_str().unwrap_or("")
+                    );
+                    *counts.lock().unwrap().entry(key).or_default() += 1;
+                    entries.push(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                // A failed delete only means the message comes back and is counted twice.
+                let _ = sqs
+                    .delete_message_batch()
+                    .queue_url(&queue)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await;
+            }
+        });
+        Self {
+            seen,
+            idle_polls,
+            task,
+        }
+    }
+
+    /// Waits until every event of `want` arrived and the queue has been empty for a few polls
+    /// (so late duplicates are counted too), or `deadline`; then stops and returns the counts.
+    pub async fn finish(self, want: &BTreeSet<String>, deadline: Instant) -> HashMap<String, u32> {
+        loop {
+            let complete = {
+                let seen = self.seen.lock().unwrap();
+                want.iter().all(|k| seen.contains_key(k))
+            };
+            if (complete && self.idle_polls.load(Ordering::SeqCst) >= 3)
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.task.abort();
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many distinct events arrived so far.
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use telemetry_e2e::aws_proxy::{FaultPlan, start_proxy};
 use telemetry_e2e::{
-    OutageProxy, StackOptions, TestStack, emulator_url, scan_all, sdk_config_for, token,
+    OutageProxy, QueueSubscriber, StackOptions, TestStack, emulator_url, patient_sdk_config_for,
+    scan_all, token,
 };
 use telemetry_shared::count::{self, Granularity};
 
@@ -120,58 +121,6 @@ async fn client(
     out
 }
 
-/// Receives and deletes every message of a queue until `expected` distinct events were seen and
-/// the queue stays empty for a while; returns (user/id) → times received.
-async fn drain(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
-    expected: usize,
-    timeout: Duration,
-) -> HashMap<String, u32> {
-    let mut seen: HashMap<String, u32> = HashMap::new();
-    let start = Instant::now();
-    let mut empty_polls = 0;
-    while start.elapsed() < timeout && (seen.len() < expected || empty_polls < 3) {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("receive");
-        if page.messages().is_empty() {
-            empty_polls += 1;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        }
-        empty_polls = 0;
-        let mut entries = Vec::new();
-        for (i, m) in page.messages().iter().enumerate() {
-            let body: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
-            let key = format!(
-                "{}/{}",
-                body["userId"].as_str().unwrap_or(""),
-                body["id"].as_str().unwrap_or("")
-            );
-            *seen.entry(key).or_default() += 1;
-            entries.push(
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .unwrap(),
-            );
-        }
-        sqs.delete_message_batch()
-            .queue_url(queue)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("delete");
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_under_faults_keeps_every_promise() {
     let events: usize = std::env::var("SOAK_EVENTS")
@@ -186,7 +135,7 @@ async fn soak_under_faults_keeps_every_promise() {
         ..StackOptions::default()
     })
     .await;
-    let direct = sdk_config_for(&emulator).await;
+    let direct = patient_sdk_config_for(&emulator).await;
     let sqs = aws_sdk_sqs::Client::new(&direct);
     let game_q = stack.queue("game").await;
     let errors_q = stack.queue("errors.fifo").await;
@@ -205,6 +154,8 @@ async fn soak_under_faults_keeps_every_promise() {
         assert_eq!(status, 200, "{body}");
     }
     tokio::time::sleep(Duration::from_millis(1500)).await; // route cache (1 s in tests)
+    let game_subscriber = QueueSubscriber::start(sqs.clone(), game_q.clone());
+    let errors_subscriber = QueueSubscriber::start(sqs.clone(), errors_q.clone());
 
     faults.set_plan(FaultPlan {
         rate: 0.10,
@@ -250,6 +201,11 @@ async fn soak_under_faults_keeps_every_promise() {
     }
     let sent = workers * batches * size;
     let send_time = started.elapsed();
+    eprintln!(
+        "soak: {sent} events sent in {:.0} s, {} acknowledged; waiting for the pipeline",
+        send_time.as_secs_f64(),
+        acked.len()
+    );
     // Faults stay on while the pipeline drains for a while, then stop so it can finish.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let injected = faults.faults_injected();
@@ -260,22 +216,48 @@ async fn soak_under_faults_keeps_every_promise() {
         let direct = direct.clone();
         async move { scan_all(&direct, &table).await }
     };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let stored: BTreeMap<String, HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> = loop {
-        let items = ddb_items(stack.names.events_table.clone()).await;
-        let map: BTreeMap<_, _> = items
+    // Bounded: the pipeline must drain within this (the emulator is far slower than AWS).
+    let deadline = Instant::now() + Duration::from_secs(300 + (events / 20) as u64);
+    // Wait on the table's item count (cheap), then scan once: a scan of the whole table on the
+    // single-threaded emulator per poll would slow the pipeline it waits for.
+    let ddb = aws_sdk_dynamodb::Client::new(&direct);
+    let mut last_report = Instant::now();
+    loop {
+        let count = ddb
+            .describe_table()
+            .table_name(&stack.names.events_table)
+            .send()
+            .await
+            .ok()
+            .and_then(|t| t.table.and_then(|t| t.item_count))
+            .unwrap_or(0) as usize;
+        if count >= acked.len() || Instant::now() > deadline {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "soak: {count} of {} acknowledged events stored after {:.0} s",
+                acked.len(),
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stored: BTreeMap<String, HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> =
+        ddb_items(stack.names.events_table.clone())
+            .await
             .into_iter()
             .map(|i| (i["id"].as_s().unwrap().clone(), i))
             .collect();
-        if map.len() >= acked.len() || Instant::now() > deadline {
-            break map;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
     let stored_ids: BTreeSet<String> = stored.keys().cloned().collect();
-    assert_eq!(
-        stored_ids, acked,
-        "stored events differ from the acknowledged ones"
+    let missing: Vec<_> = acked.difference(&stored_ids).take(5).collect();
+    let extra: Vec<_> = stored_ids.difference(&acked).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "stored events differ from the acknowledged ones: {} acknowledged, {} stored; missing e.g. {missing:?}, not acknowledged e.g. {extra:?}",
+        acked.len(),
+        stored_ids.len()
     );
     assert!(
         rejected.is_disjoint(&stored_ids),
@@ -321,7 +303,7 @@ async fn soak_under_faults_keeps_every_promise() {
         if got == expected || Instant::now() > deadline {
             break got;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     assert_eq!(counted, expected, "counts differ from the stored events");
 
@@ -341,8 +323,8 @@ async fn soak_under_faults_keeps_every_promise() {
     };
     let want_game = routed(|t| t.starts_with("game."));
     let want_errors = routed(|t| t.ends_with(".error"));
-    let game = drain(&sqs, &game_q, want_game.len(), Duration::from_secs(600)).await;
-    let errors = drain(&sqs, &errors_q, want_errors.len(), Duration::from_secs(600)).await;
+    let game = game_subscriber.finish(&want_game, deadline).await;
+    let errors = errors_subscriber.finish(&want_errors, deadline).await;
     let got_game: BTreeSet<String> = game.keys().cloned().collect();
     let got_errors: BTreeSet<String> = errors.keys().cloned().collect();
     assert_eq!(got_game, want_game, "standard queue misses events");

@@ -53,6 +53,9 @@ pub struct LocalConfig {
     pub record_batches: bool,
     /// Events per user per minute (`RATE_LIMIT_PER_USER`); `None`: no limit.
     pub rate_limit_per_user: Option<u64>,
+    /// A stream function's timeout (the template's 30 s); the handler gets a deadline 2 s
+    /// before it, as in the Lambda binaries.
+    pub invocation_timeout: Duration,
 }
 
 /// Copies of the batches the stream functions were given.
@@ -82,14 +85,15 @@ impl LocalConfig {
             window: Duration::from_secs(60),
             record_batches: false,
             rate_limit_per_user: None,
+            invocation_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// The deadline a stream function gets: the template's 30 s timeout less the 2 s the Lambda
-/// binaries keep to answer.
-fn invocation_deadline() -> telemetry_shared::retry::Deadline {
-    telemetry_shared::retry::Deadline::after(Duration::from_secs(28))
+/// The deadline a stream function gets: its timeout less the 2 s the Lambda binaries keep to
+/// answer.
+fn invocation_deadline(timeout: Duration) -> telemetry_shared::retry::Deadline {
+    telemetry_shared::retry::Deadline::after(timeout.saturating_sub(Duration::from_secs(2)))
 }
 
 /// A running local stack; stops when dropped.
@@ -193,6 +197,8 @@ impl LocalStack {
         let mut tasks = Vec::new();
         let recorded = Arc::new(std::sync::Mutex::new(RecordedBatches::default()));
         let record = config.record_batches;
+        let timeout = config.invocation_timeout;
+        let deadline = move || invocation_deadline(timeout);
         let (r_store, r_forward, r_counts) = (
             Arc::clone(&recorded),
             Arc::clone(&recorded),
@@ -212,7 +218,7 @@ impl LocalStack {
                         r_store.lock().expect("lock").store.push(event.clone());
                     }
                     let store = Arc::clone(&store);
-                    Box::pin(async move { store.handle(&event, invocation_deadline()).await })
+                    Box::pin(async move { store.handle(&event, deadline()).await })
                 }),
             }
             .start()
@@ -231,7 +237,7 @@ impl LocalStack {
                         r_forward.lock().expect("lock").forward.push(event.clone());
                     }
                     let forward = Arc::clone(&forward);
-                    Box::pin(async move { forward.handle(&event, invocation_deadline()).await })
+                    Box::pin(async move { forward.handle(&event, deadline()).await })
                 }),
             }
             .start()
@@ -259,9 +265,7 @@ impl LocalStack {
                             .push(event.clone());
                     }
                     let post_process = Arc::clone(&post_process);
-                    Box::pin(
-                        async move { post_process.handle(&event, invocation_deadline()).await },
-                    )
+                    Box::pin(async move { post_process.handle(&event, deadline()).await })
                 }),
             }
             .start()

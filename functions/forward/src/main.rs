@@ -13,7 +13,7 @@ const REPLY_MARGIN: Duration = Duration::from_secs(2);
 async fn main() -> Result<(), Error> {
     telemetry_shared::logging::init_lambda();
     let config = forward::Config::from_env(&Env::process())?;
-    let sdk = telemetry_shared::aws::sdk_config().await;
+    let sdk = telemetry_shared::aws::sdk_config().await?;
     let handler = forward::from_config(&config, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(

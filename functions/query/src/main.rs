@@ -8,7 +8,7 @@ use telemetry_shared::config::Env;
 async fn main() -> Result<(), Error> {
     telemetry_shared::logging::init_lambda();
     let config = query::Config::from_env(&Env::process())?;
-    let sdk = telemetry_shared::aws::sdk_config().await;
+    let sdk = telemetry_shared::aws::sdk_config().await?;
     let handler = query::from_config(&config, &sdk).await?;
     let handler = &handler;
     lambda_runtime::run(service_fn(

@@ -12,6 +12,8 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use crate::config::{ConfigError, Env};
+
 pub mod count_table;
 pub mod event_table;
 pub mod kinesis;
@@ -20,21 +22,83 @@ pub mod route_table;
 pub mod secrets;
 pub mod sqs;
 
-/// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`),
-/// with timeouts: a dependency that hangs becomes a retryable error, not a stuck function.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    sdk_config_loader().load().await
+/// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`,
+/// [`TLS_TRUST_STORE`]), with timeouts: a dependency that hangs becomes a retryable error, not
+/// a stuck function.
+pub async fn sdk_config() -> Result<aws_config::SdkConfig, ConfigError> {
+    let trust = TrustStore::from_env(&Env::process())?;
+    Ok(loader(trust).load().await)
 }
 
-/// The loader behind [`sdk_config`], for callers that set more (tests name the endpoint).
+/// The loader behind [`sdk_config`] (trusting [`TrustStore::Amazon`]), for callers that set
+/// more (tests name the endpoint).
 pub fn sdk_config_loader() -> aws_config::ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+    loader(TrustStore::Amazon)
+}
+
+fn loader(trust: TrustStore) -> aws_config::ConfigLoader {
+    let loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
         TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(20))
             .build(),
-    )
+    );
+    match trust {
+        TrustStore::Amazon => loader.http_client(amazon_roots_https_client()),
+        TrustStore::System => loader,
+    }
+}
+
+/// The variable choosing the root certificates the AWS clients trust.
+pub const TLS_TRUST_STORE: &str = "TLS_TRUST_STORE";
+
+/// The root certificates the AWS clients trust (`TLS_TRUST_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustStore {
+    /// `amazon` (the default): only Amazon Trust Services' roots, which every AWS service
+    /// endpoint chains to. Compiled in: nothing to read at cold start, and no other CA can
+    /// vouch for an AWS endpoint.
+    Amazon,
+    /// `system`: the operating system's store, as the SDK's default client loads it (on a
+    /// cold start it reads and parses every certificate there: milliseconds). For endpoints
+    /// outside AWS, e.g. through a TLS-inspecting proxy.
+    System,
+}
+
+impl TrustStore {
+    /// Reads [`TLS_TRUST_STORE`]: `amazon` (default) or `system`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.optional(TLS_TRUST_STORE).as_deref() {
+            None | Some("amazon") => Ok(Self::Amazon),
+            Some("system") => Ok(Self::System),
+            Some(other) => Err(ConfigError::invalid(
+                TLS_TRUST_STORE,
+                format!("must be `amazon` or `system`, not `{other}`"),
+            )),
+        }
+    }
+}
+
+/// Amazon Trust Services' root CAs (Amazon Root CA 1–4, and the Starfield Services Root
+/// Certificate Authority – G2 that cross-signs them), as published at
+/// <https://www.amazontrust.com/repository/>. SHA-256 fingerprints: 8ECDE688…98196E,
+/// 1BA5B2AA…A46DB4, 18CE6CFE…6DB3A4, E35D2841…897092, 568D6905…3EDAB5.
+const AMAZON_ROOT_CAS: &str = include_str!("amazon-root-cas.pem");
+
+/// The SDK's default HTTPS client (rustls with aws-lc), trusting only [`AMAZON_ROOT_CAS`].
+fn amazon_roots_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let context = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::empty().with_pem_certificate(AMAZON_ROOT_CAS))
+        .build()
+        .expect("a trust store of compiled-in certificates is valid");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https()
 }
 
 /// Error codes that mean "slow down or try again", across Kinesis, DynamoDB and SQS.
@@ -87,5 +151,28 @@ where
         crate::ports::StoreError::Unavailable(reason)
     } else {
         crate::ports::StoreError::Refused(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trust_store_is_amazon_unless_system_is_asked_for() {
+        let read =
+            |v: Option<&str>| TrustStore::from_env(&Env::from_map(v.map(|v| (TLS_TRUST_STORE, v))));
+        assert_eq!(read(None), Ok(TrustStore::Amazon));
+        assert_eq!(read(Some("amazon")), Ok(TrustStore::Amazon));
+        assert_eq!(read(Some("system")), Ok(TrustStore::System));
+        let e = read(Some("all")).unwrap_err();
+        assert!(e.to_string().contains(TLS_TRUST_STORE), "{e}");
+        // The five Amazon Trust Services roots are compiled in.
+        assert_eq!(
+            AMAZON_ROOT_CAS
+                .matches("-----BEGIN CERTIFICATE-----")
+                .count(),
+            5
+        );
     }
 }

@@ -42,6 +42,9 @@ struct Subject {
     env: Vec<(String, String)>,
     event: Vec<u8>,
     largest: Vec<u8>,
+    /// A queue the function sends to, emptied after each run: the emulator's SendMessage
+    /// slows down with every message a queue holds, which would be measured as the function's.
+    queue: Option<String>,
 }
 
 /// A `POST /v1/events` API Gateway event with a ~1 MiB body (500 events of ~2 KiB).
@@ -68,7 +71,7 @@ async fn subjects(endpoint: &str) -> Result<Vec<Subject>> {
         &telemetry_shared::route::Route {
             id: "all".into(),
             pattern: "*".into(),
-            queue_url: queue,
+            queue_url: queue.clone(),
             enabled: true,
             description: None,
         },
@@ -106,18 +109,21 @@ async fn subjects(endpoint: &str) -> Result<Vec<Subject>> {
             env: common(&[]),
             event: b"{\"hello\":\"world\"}".to_vec(),
             largest: b"{\"hello\":\"world\"}".to_vec(),
+            queue: None,
         },
         Subject {
             name: "ingest",
             env: common(&ingest_env),
             event: fixture("ingest-post-events.json").into_bytes(),
             largest: largest_ingest_event(),
+            queue: None,
         },
         Subject {
             name: "store",
             env: common(&[("EVENTS_TABLE", &names.events_table)]),
             event: kinesis(100),
             largest: kinesis(1000),
+            queue: None,
         },
         Subject {
             name: "forward",
@@ -127,18 +133,21 @@ async fn subjects(endpoint: &str) -> Result<Vec<Subject>> {
             ]),
             event: kinesis(100),
             largest: kinesis(1000),
+            queue: Some(queue.clone()),
         },
         Subject {
             name: "post-process",
             env: common(&[("COUNTS_TABLE", &names.counts_table)]),
             event: telemetry_shared::sample::window_event_json(100).into_bytes(),
             largest: telemetry_shared::sample::window_event_json(1000).into_bytes(),
+            queue: None,
         },
         Subject {
             name: "query",
             env: common(&query_env),
             event: fixture("query-get-events.json").into_bytes(),
             largest: fixture("query-get-events.json").into_bytes(),
+            queue: None,
         },
     ])
 }
@@ -217,6 +226,7 @@ async fn cold_start(runs: usize) -> Result<Value> {
     let endpoint = emulator_url();
     let release = root().join("target/release");
     let mut rows = Vec::new();
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config_for(&endpoint).await);
     for subject in subjects(&endpoint).await? {
         let binary = release.join(subject.name);
         if !binary.exists() {
@@ -232,6 +242,9 @@ async fn cold_start(runs: usize) -> Result<Value> {
             init.push(r.init_ms);
             cold.push(r.cold_ms);
             warm.push(r.warm_ms);
+            if let Some(queue) = &subject.queue {
+                sqs.purge_queue().queue_url(queue).send().await?;
+            }
         }
         let largest = run_once(&binary, &subject, &subject.largest, None).await?;
         let size = std::fs::metadata(&binary)?.len();
@@ -281,8 +294,10 @@ async fn requests(events: usize) -> Result<Value> {
         .await
         .context("resetting the emulator")?;
     let (proxy, counts) = telemetry_e2e::aws_proxy::start(&endpoint).await;
-    let sdk = sdk_config_for(&proxy).await;
-    let direct = sdk_config_for(&endpoint).await;
+    // The emulator slows down as the stream grows: patient timeouts, so that what is counted
+    // is the code's requests, not retries of calls the emulator was too slow to answer.
+    let sdk = telemetry_e2e::patient_sdk_config_for(&proxy).await;
+    let direct = telemetry_e2e::patient_sdk_config_for(&endpoint).await;
     let mut config = LocalConfig::new(telemetry_e2e::hs256_auth());
     config.bind = ([127, 0, 0, 1], 0).into();
     config.names = ResourceNames::with_prefix(&unique_prefix());
@@ -292,6 +307,11 @@ async fn requests(events: usize) -> Result<Value> {
     // GetRecords, so fewer polls keep a 10,000-event run to minutes. The minimum is computed
     // for the batches as delivered, whatever their size.
     config.batch_size = 500;
+    // Lambda's longest timeout (900 s) instead of the template's 30 s: on AWS a 500-record
+    // forward invocation takes well under a second, but the single-threaded emulator, busy
+    // re-scanning the stream, can take longer than 28 s, and a handler that stops at its
+    // deadline gets its batch again — requests the emulator caused, not the code.
+    config.invocation_timeout = Duration::from_secs(900);
     let stack = LocalStack::start(config.clone(), &sdk).await?;
     // Routes: game events to one queue, errors to another (FIFO), as a deployment might.
     let sqs = aws_sdk_sqs::Client::new(&direct);
@@ -310,6 +330,11 @@ async fn requests(events: usize) -> Result<Value> {
         anyhow::ensure!(r.status().is_success(), "route {id}: {}", r.status());
     }
     counts.lock().expect("lock").clear();
+    // Subscribers consume the queues as the events arrive (straight from the emulator, so
+    // their requests are not counted): the emulator's SendMessage slows down with every
+    // message a queue holds.
+    let game_subscriber = telemetry_e2e::QueueSubscriber::start(sqs.clone(), game.clone());
+    let errors_subscriber = telemetry_e2e::QueueSubscriber::start(sqs.clone(), errors.clone());
 
     let writer = telemetry_e2e::token("load-user", "events:write");
     let per_request = 500;
@@ -375,27 +400,14 @@ async fn requests(events: usize) -> Result<Value> {
             kind.starts_with("game.") || kind.ends_with(".error")
         })
         .count();
-    until("every routed event forwarded", Duration::from_secs(1800), || {
-        let sqs = &sqs;
-        let queues = [game.clone(), errors.clone()];
-        async move {
-            let mut total = 0;
-            for q in &queues {
-                let attrs = sqs
-                    .get_queue_attributes()
-                    .queue_url(q)
-                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                    .send()
-                    .await;
-                total += attrs
-                    .ok()
-                    .and_then(|a| a.attributes().and_then(|m| m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned()))
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0);
-            }
-            total >= expected_forwarded
-        }
-    })
+    until(
+        "every routed event forwarded",
+        Duration::from_secs(1800),
+        || {
+            let forwarded = game_subscriber.distinct() + errors_subscriber.distinct();
+            async move { forwarded >= expected_forwarded }
+        },
+    )
     .await?;
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -473,6 +485,22 @@ async fn requests(events: usize) -> Result<Value> {
     println!(
         "{events} events in {requests} requests, through the local stack in {:.1} s",
         elapsed.as_secs_f64()
+    );
+    let delivered = |batches: &[aws_lambda_events::kinesis::KinesisEvent]| {
+        batches.iter().map(|e| e.records.len()).sum::<usize>()
+    };
+    println!(
+        "records delivered: store {} in {} batches, forward {} in {} batches, post-process {} in {} batches",
+        delivered(&recorded.store),
+        recorded.store.len(),
+        delivered(&recorded.forward),
+        recorded.forward.len(),
+        recorded
+            .post_process
+            .iter()
+            .map(|e| e.dynamo_db_event.records.len())
+            .sum::<usize>(),
+        recorded.post_process.len()
     );
     println!(
         "{:<13} {:<26} {:>8} {:>8} {:>6}",

@@ -1,0 +1,140 @@
+//! Finding the extent of values in JSON text that is already known to be valid.
+//!
+//! ingest validates a request body once (serde_json splits it into the raw text of each event);
+//! reading an event's few top-level fields then only needs to know where each value starts and
+//! ends, not to validate or build it again. These helpers do that, skipping string contents with
+//! `memchr`. On text that is *not* valid JSON they return `None` or some extent — never panic —
+//! so a caller that broke the precondition gets an error, not a crash.
+
+use std::borrow::Cow;
+
+/// Index of the first byte at or after `i` that is not JSON whitespace.
+pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// For a string starting with the quote at `i`: the index just past its closing quote, and
+/// whether it holds escapes.
+pub fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut j = i + 1;
+    let mut escaped = false;
+    loop {
+        let k = j + find_quote_or_backslash(b.get(j..)?)?;
+        if b[k] == b'"' {
+            return Some((k + 1, escaped));
+        }
+        // A backslash and the character it escapes (the rest of `\uXXXX` is hex digits).
+        escaped = true;
+        j = k + 2;
+    }
+}
+
+/// The first `"` or `\\` in `b`. Most strings (keys, ids, types) end within a few bytes, where
+/// a plain loop beats setting up a vectorised search; longer ones get `memchr`.
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    let head = &b[..b.len().min(SHORT)];
+    match head.iter().position(|&c| c == b'"' || c == b'\\') {
+        Some(p) => Some(p),
+        None => memchr::memchr2(b'"', b'\\', b.get(SHORT..)?).map(|p| p + SHORT),
+    }
+}
+
+/// For a value starting at `i` (no leading whitespace): the index just past it.
+pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i).map(|(end, _)| end),
+        b'{' | b'[' => container_end(b, i),
+        // A number, `true`, `false` or `null`: up to the next delimiter (and not empty).
+        _ => match b[i..]
+            .iter()
+            .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            Some(0) => None,
+            Some(n) => Some(i + n),
+            None => Some(b.len()),
+        },
+    }
+}
+
+/// For an object or array opening at `i`: the index just past its closing bracket.
+fn container_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b'"' => {
+                i = string_end(b, i)?.0;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The contents of the string `quoted` (with its quotes), borrowed when it holds no escapes.
+pub fn string_contents(quoted: &str, escaped: bool) -> Option<Cow<'_, str>> {
+    if escaped {
+        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+    } else {
+        quoted
+            .get(1..quoted.len().checked_sub(1)?)
+            .map(Cow::Borrowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(text: &str) -> Option<&str> {
+        value_end(text.as_bytes(), 0).map(|e| &text[..e])
+    }
+
+    #[test]
+    fn values_end_where_json_says() {
+        assert_eq!(end(r#""a\"b" , 1"#), Some(r#""a\"b""#));
+        assert_eq!(end(r#""a\\" , 1"#), Some(r#""a\\""#));
+        assert_eq!(
+            end(r#"{"a":["}",{"b":"]"}]} x"#),
+            Some(r#"{"a":["}",{"b":"]"}]}"#)
+        );
+        assert_eq!(end("12.5e3,"), Some("12.5e3"));
+        assert_eq!(end("null}"), Some("null"));
+        assert_eq!(end("true"), Some("true"));
+    }
+
+    #[test]
+    fn broken_text_gives_none_not_a_panic() {
+        for text in [r#""abc"#, r#""ab\"#, "{", r#"{"a":"}"#, "]", "", r#"[1,"\"#] {
+            let _ = value_end(text.as_bytes(), 0);
+        }
+        assert_eq!(end(r#""abc"#), None);
+        assert_eq!(end("{[}"), None);
+        assert_eq!(end("]"), None);
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        assert!(matches!(
+            string_contents(r#""abc""#, false),
+            Some(Cow::Borrowed("abc"))
+        ));
+        assert_eq!(
+            string_contents(r#""t\u0079pe\n""#, true).as_deref(),
+            Some("type\n")
+        );
+        assert_eq!(string_contents("\"", false), None);
+    }
+}
