@@ -206,10 +206,6 @@ async fn soak_under_faults_keeps_every_promise() {
         send_time.as_secs_f64(),
         acked.len()
     );
-    // Faults stay on while the pipeline drains for a while, then stop so it can finish.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let injected = faults.faults_injected();
-    faults.set_plan(FaultPlan::default());
 
     // 1. Every acknowledged event is stored exactly once (the key is the event); nothing rejected is.
     let ddb_items = |table: String| {
@@ -244,6 +240,11 @@ async fn soak_under_faults_keeps_every_promise() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Faults stayed on while the events were stored (and, meanwhile, counted and forwarded);
+    // off now, so that the checks read a settled pipeline.
+    let injected = faults.faults_injected();
+    let requests_under_faults: u64 = faults.counts.lock().unwrap().values().sum();
+    faults.set_plan(FaultPlan::default());
     let stored: BTreeMap<String, HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> =
         ddb_items(stack.names.events_table.clone())
             .await
@@ -337,7 +338,7 @@ async fn soak_under_faults_keeps_every_promise() {
     println!(
         "soak: sent {sent} events in {requests} requests ({} invalid), acknowledged {}, stored {}, counted {}, \
          forwarded {forwarded} ({} standard duplicates, 0 FIFO duplicates), client retries {retries}, \
-         AWS requests {}, faults injected {injected} {:?}, one 5 s outage; sending took {:.1} s, all invariants held after {:.1} s",
+         AWS requests {}, faults injected {injected} in {requests_under_faults} requests while on ({:.1}%) {:?}, one 5 s outage; sending took {:.1} s, all invariants held after {:.1} s",
         rejected.len(),
         acked.len(),
         stored.len(),
@@ -356,6 +357,7 @@ async fn soak_under_faults_keeps_every_promise() {
                 .sum::<u64>(),
         standard_dupes,
         faults.counts.lock().unwrap().values().sum::<u64>(),
+        100.0 * injected as f64 / requests_under_faults.max(1) as f64,
         faults.faults.lock().unwrap(),
         send_time.as_secs_f64(),
         started.elapsed().as_secs_f64(),
