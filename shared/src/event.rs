@@ -148,7 +148,7 @@ impl<'a> IncomingEvent<'a> {
                 return Err(malformed());
             }
             let start = skip_ws(b, i + 1);
-            let end = value_end(b, start).ok_or_else(malformed)?;
+            let (end, escaped) = value_end(b, start).ok_or_else(malformed)?;
             let value = text.get(start..end).ok_or_else(malformed)?;
             if let Some(&(name, field)) = FIELDS.iter().find(|(name, _)| *name == key) {
                 let bit = 1 << field as u8;
@@ -157,7 +157,7 @@ impl<'a> IncomingEvent<'a> {
                 }
                 seen |= bit;
                 if value != "null" {
-                    event.set(name, field, value)?;
+                    event.set(name, field, value, escaped)?;
                 }
             }
             i = skip_ws(b, end);
@@ -169,8 +169,15 @@ impl<'a> IncomingEvent<'a> {
         }
     }
 
-    /// Sets `field` (JSON `name`) from its raw JSON `value` (not `null`).
-    fn set(&mut self, name: &str, field: Field, value: &'a str) -> Result<(), Rejection> {
+    /// Sets `field` (JSON `name`) from its raw JSON `value` (not `null`; `escaped`: a string
+    /// holding escapes).
+    fn set(
+        &mut self,
+        name: &str,
+        field: Field,
+        value: &'a str,
+        escaped: bool,
+    ) -> Result<(), Rejection> {
         let slot = match field {
             Field::Data => {
                 self.data = Some(value);
@@ -184,8 +191,8 @@ impl<'a> IncomingEvent<'a> {
             Field::SessionId => &mut self.session_id,
         };
         // `value` is one whole JSON value: a string when it starts with a quote.
-        let text = if value.len() >= 2 && value.starts_with('"') {
-            crate::json::string_contents(value, value.bytes().any(|c| c == b'\\'))
+        let text = if value.starts_with('"') {
+            crate::json::string_contents(value, escaped)
         } else {
             None
         }

@@ -43,19 +43,20 @@ fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// For a value starting at `i` (no leading whitespace): the index just past it.
-pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+/// For a value starting at `i` (no leading whitespace): the index just past it, and whether it
+/// is a string holding escapes.
+pub fn value_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
     match *b.get(i)? {
-        b'"' => string_end(b, i).map(|(end, _)| end),
-        b'{' | b'[' => container_end(b, i),
+        b'"' => string_end(b, i),
+        b'{' | b'[' => container_end(b, i).map(|end| (end, false)),
         // A number, `true`, `false` or `null`: up to the next delimiter (and not empty).
         _ => match b[i..]
             .iter()
             .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
         {
             Some(0) => None,
-            Some(n) => Some(i + n),
-            None => Some(b.len()),
+            Some(n) => Some((i + n, false)),
+            None => Some((b.len(), false)),
         },
     }
 }
@@ -99,7 +100,7 @@ mod tests {
     use super::*;
 
     fn end(text: &str) -> Option<&str> {
-        value_end(text.as_bytes(), 0).map(|e| &text[..e])
+        value_end(text.as_bytes(), 0).map(|(e, _)| &text[..e])
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub fn encode_with_data(event: &StoredEvent<'_>, data: Option<&str>) -> EventRec
     // Sized once: `data` plus the enriched fields, so the buffer never grows.
     let mut out = Vec::with_capacity(data.map_or(0, str::len) + 384);
     out.extend_from_slice(b"{\"schemaVersion\":");
-    out.extend_from_slice(event.schema_version.to_string().as_bytes());
+    // Writing into a Vec cannot fail (here and below).
+    let _ = serde_json::to_writer(&mut out, &event.schema_version);
     let fields = [
         ("id", Some(&event.id)),
         ("type", Some(&event.kind)),
@@ -71,7 +72,7 @@ pub fn encode_with_data(event: &StoredEvent<'_>, data: Option<&str>) -> EventRec
             out.extend_from_slice(b",\"");
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
-            // Writing a string into a Vec cannot fail; serde_json escapes it.
+            // serde_json escapes the string.
             let _ = serde_json::to_writer(&mut out, value.as_ref());
         }
     }

@@ -265,15 +265,7 @@ impl TestStack {
         let start = Instant::now();
         let mut out = Vec::new();
         while out.len() < expected && start.elapsed() < timeout {
-            let page = sqs
-                .receive_message()
-                .queue_url(queue_url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("receive");
-            let messages = page.messages();
+            let messages = take_messages(&sqs, queue_url).await.expect("receive");
             if messages.is_empty() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -287,12 +279,6 @@ impl TestStack {
                     .and_then(|v| v.string_value())
                     .map(str::to_string);
                 out.push(serde_json::json!({"body": body, "eventType": event_type}));
-                sqs.delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
             }
         }
         out
@@ -416,6 +402,64 @@ impl Drop for OutageProxy {
     }
 }
 
+/// Every record of `stream`, shard by shard from the oldest (one page of up to 10,000 each),
+/// read as the local stack's mappings read it.
+pub async fn stream_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<(String, Vec<aws_sdk_kinesis::types::Record>)> {
+    use telemetry_cli::local::kinesis_source::KinesisSource;
+    use telemetry_cli::local::mapping::{Position, ShardSource};
+    let source = KinesisSource::new(kinesis.clone(), stream)
+        .await
+        .expect("stream");
+    let mut out = Vec::new();
+    for shard in source.shards().await.expect("shards") {
+        let iterator = source
+            .iterator(&shard, &Position::TrimHorizon)
+            .await
+            .expect("iterator");
+        let (records, _) = source.read(&iterator, 10_000).await.expect("records");
+        out.push((shard, records));
+    }
+    out
+}
+
+/// One page of a subscriber's work: receives up to 10 of `queue`'s messages (with their
+/// attributes) and deletes them. An error leaves them in the queue, to come back.
+pub async fn take_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let page = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await?;
+    let messages = page.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(messages);
+    }
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    sqs.delete_message_batch()
+        .queue_url(queue)
+        .set_entries(Some(entries))
+        .send()
+        .await?;
+    Ok(messages)
+}
+
 /// Every item of a table (a scan; test tables are small).
 pub async fn scan_all(
     sdk: &aws_config::SdkConfig,
@@ -474,24 +518,17 @@ impl QueueSubscriber {
         let (counts, idle) = (Arc::clone(&seen), Arc::clone(&idle_polls));
         let task = tokio::spawn(async move {
             loop {
-                let Ok(page) = sqs
-                    .receive_message()
-                    .queue_url(&queue)
-                    .max_number_of_messages(10)
-                    .send()
-                    .await
-                else {
+                let Ok(messages) = take_messages(&sqs, &queue).await else {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     continue;
                 };
-                if page.messages().is_empty() {
+                if messages.is_empty() {
                     idle.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     continue;
                 }
                 idle.store(0, Ordering::SeqCst);
-                let mut entries = Vec::new();
-                for (i, m) in page.messages().iter().enumerate() {
+                for m in &messages {
                     let body: Value =
                         serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
                     let key = format!(
@@ -500,21 +537,7 @@ impl QueueSubscriber {
                         body["id"].as_str().unwrap_or("")
                     );
                     *counts.lock().unwrap().entry(key).or_default() += 1;
-                    entries.push(
-                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(m.receipt_handle().unwrap_or_default())
-                            .build()
-                            .unwrap(),
-                    );
                 }
-                // A failed delete only means the message comes back and is counted twice.
-                let _ = sqs
-                    .delete_message_batch()
-                    .queue_url(&queue)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await;
             }
         });
         Self {

@@ -4,9 +4,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::{Value, json};
-use telemetry_e2e::{StackOptions, TestStack, batch_with_ids, scan_all, token};
+use telemetry_e2e::{StackOptions, TestStack, batch_with_ids, scan_all, stream_records, token};
 
 #[tokio::test]
 async fn hundred_events_are_readable_within_five_seconds() {
@@ -169,29 +168,9 @@ async fn replayed_records_leave_one_item_per_event() {
 
     // Replay: put every record of the stream on it again, as a re-drive would.
     let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
-    let shards = kinesis
-        .list_shards()
-        .stream_name(&stack.names.stream)
-        .send()
-        .await
-        .unwrap();
     let mut replayed = 0;
-    for shard in shards.shards() {
-        let it = kinesis
-            .get_shard_iterator()
-            .stream_name(&stack.names.stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap();
-        let page = kinesis
-            .get_records()
-            .shard_iterator(it.shard_iterator().unwrap())
-            .send()
-            .await
-            .unwrap();
-        for r in page.records() {
+    for (_, records) in stream_records(&kinesis, &stack.names.stream).await {
+        for r in &records {
             kinesis
                 .put_record()
                 .stream_name(&stack.names.stream)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use telemetry_cli::local::resources::{ResourceNames, ensure_stream, ensure_tables};
 use telemetry_cli::replay::{Range, ranges_from_failure_records, replay};
-use telemetry_e2e::{emulator_url, scan_all, sdk_config_for, unique_prefix};
+use telemetry_e2e::{emulator_url, scan_all, sdk_config_for, stream_records, unique_prefix};
 use telemetry_shared::ports::EventSink;
 
 #[tokio::test]
@@ -35,31 +35,8 @@ async fn failed_ranges_are_replayed_once_and_again_without_duplicates() {
         Duration::from_secs(5),
     );
     sink.put_records(records).await.unwrap();
-    let shard = kinesis
-        .list_shards()
-        .stream_name(&names.stream)
-        .send()
-        .await
-        .unwrap()
-        .shards()[0]
-        .shard_id()
-        .to_string();
-    let it = kinesis
-        .get_shard_iterator()
-        .stream_name(&names.stream)
-        .shard_id(&shard)
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap();
-    let page = kinesis
-        .get_records()
-        .shard_iterator(it.shard_iterator().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let seqs: Vec<String> = page
-        .records()
+    let (shard, records) = stream_records(&kinesis, &names.stream).await.swap_remove(0);
+    let seqs: Vec<String> = records
         .iter()
         .map(|r| r.sequence_number().to_string())
         .collect();

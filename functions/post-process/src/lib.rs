@@ -273,6 +273,11 @@ mod tests {
 
     use super::*;
 
+    /// A deadline no test comes near: the template's 30 s timeout.
+    fn ample() -> Deadline {
+        Deadline::after(std::time::Duration::from_secs(30))
+    }
+
     fn fixture() -> TimeWindowEvent {
         serde_json::from_str(include_str!("../../../events/dynamodb-window-batch.json")).unwrap()
     }
@@ -302,12 +307,7 @@ mod tests {
     #[tokio::test]
     async fn fixture_counts_inserts_under_their_time_and_skips_modifies() {
         let h = PostProcess::new(MemoryCounts::default());
-        let r = h
-            .handle(
-                &fixture(),
-                Deadline::after(std::time::Duration::from_secs(30)),
-            )
-            .await;
+        let r = h.handle(&fixture(), ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(r.time_window_event_response_properties.state.is_empty());
         assert_eq!(
@@ -329,17 +329,13 @@ mod tests {
     async fn replayed_and_bisected_batches_never_count_twice() {
         let h = PostProcess::new(MemoryCounts::default());
         let whole = batch("shard-a", 1000, 10, "t");
-        h.handle(&whole, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
-        h.handle(&whole, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
+        h.handle(&whole, ample()).await;
+        h.handle(&whole, ample()).await;
         let (mut first, mut second) = (whole.clone(), whole.clone());
         first.dynamo_db_event.records.truncate(5);
         second.dynamo_db_event.records.drain(..5);
-        h.handle(&second, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
-        h.handle(&first, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
+        h.handle(&second, ample()).await;
+        h.handle(&first, ample()).await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 10);
         assert_eq!(total(&h, "prod#*#minute", "2026-11-26T13:40:00Z"), 10);
     }
@@ -348,43 +344,19 @@ mod tests {
     async fn shards_with_overlapping_sequence_numbers_count_apart() {
         let h = PostProcess::new(MemoryCounts::default());
         // Same sequence range on two shards (DynamoDB numbers per shard), interleaved.
-        h.handle(
-            &batch("shard-a", 100, 5, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await;
-        h.handle(
-            &batch("shard-b", 100, 5, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await;
-        h.handle(
-            &batch("shard-a", 103, 5, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await; // 103..=107: 105..=107 are new
-        h.handle(
-            &batch("shard-b", 100, 5, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await; // all seen
+        h.handle(&batch("shard-a", 100, 5, "t"), ample()).await;
+        h.handle(&batch("shard-b", 100, 5, "t"), ample()).await;
+        h.handle(&batch("shard-a", 103, 5, "t"), ample()).await; // 103..=107: 105..=107 are new
+        h.handle(&batch("shard-b", 100, 5, "t"), ample()).await; // all seen
         assert_eq!(total(&h, "prod#t#hour", "2026-11-26T13:00:00Z"), 13);
     }
 
     #[tokio::test]
     async fn a_rotated_shard_starts_its_own_counters() {
         let h = PostProcess::new(MemoryCounts::default());
-        h.handle(
-            &batch("parent", 500, 3, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await;
+        h.handle(&batch("parent", 500, 3, "t"), ample()).await;
         // The child shard's numbers may be lower than the parent's last one.
-        h.handle(
-            &batch("child", 200, 3, "t"),
-            Deadline::after(std::time::Duration::from_secs(30)),
-        )
-        .await;
+        h.handle(&batch("child", 200, 3, "t"), ample()).await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 6);
     }
 
@@ -393,9 +365,7 @@ mod tests {
         let h = PostProcess::new(MemoryCounts::default());
         let mut e = fixture();
         e.time_window_properties.shard_id = None;
-        let r = h
-            .handle(&e, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
+        let r = h.handle(&e, ample()).await;
         assert_eq!(r.batch_item_failures.len(), 1);
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }
@@ -406,9 +376,7 @@ mod tests {
         let mut e = fixture();
         e.dynamo_db_event.records.clear();
         e.time_window_properties.is_final_invoke_for_window = true;
-        let r = h
-            .handle(&e, Deadline::after(std::time::Duration::from_secs(30)))
-            .await;
+        let r = h.handle(&e, ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }

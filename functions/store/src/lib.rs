@@ -112,6 +112,11 @@ mod tests {
 
     use super::*;
 
+    /// A deadline no test comes near: the template's 30 s timeout.
+    fn ample() -> Deadline {
+        Deadline::after(std::time::Duration::from_secs(30))
+    }
+
     fn fixture() -> KinesisEvent {
         serde_json::from_str(include_str!("../../../events/kinesis-batch.json")).unwrap()
     }
@@ -119,12 +124,7 @@ mod tests {
     #[tokio::test]
     async fn fixture_is_stored_and_the_undecodable_record_skipped() {
         let store = Store::new(MemoryStore::default());
-        let response = store
-            .handle(
-                &fixture(),
-                Deadline::after(std::time::Duration::from_secs(30)),
-            )
-            .await;
+        let response = store.handle(&fixture(), ample()).await;
         assert!(response.batch_item_failures.is_empty());
         let items = store.store.items.lock().unwrap();
         assert_eq!(items.len(), 2);
@@ -140,12 +140,7 @@ mod tests {
             .lock()
             .unwrap()
             .push("fixture-2".into());
-        let response = store
-            .handle(
-                &fixture(),
-                Deadline::after(std::time::Duration::from_secs(30)),
-            )
-            .await;
+        let response = store.handle(&fixture(), ample()).await;
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()
@@ -160,18 +155,8 @@ mod tests {
     #[tokio::test]
     async fn redelivered_batch_leaves_one_item_per_event() {
         let store = Store::new(MemoryStore::default());
-        store
-            .handle(
-                &fixture(),
-                Deadline::after(std::time::Duration::from_secs(30)),
-            )
-            .await;
-        store
-            .handle(
-                &fixture(),
-                Deadline::after(std::time::Duration::from_secs(30)),
-            )
-            .await;
+        store.handle(&fixture(), ample()).await;
+        store.handle(&fixture(), ample()).await;
         assert_eq!(store.store.items.lock().unwrap().len(), 2);
     }
 }

@@ -222,37 +222,6 @@ async fn run_once(
     })
 }
 
-/// Receives and deletes every message of `queue` (PurgeQueue is allowed once a minute).
-async fn empty_queue(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<()> {
-    loop {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .send()
-            .await?;
-        if page.messages().is_empty() {
-            return Ok(());
-        }
-        let entries = page
-            .messages()
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        sqs.delete_message_batch()
-            .queue_url(queue)
-            .set_entries(Some(entries))
-            .send()
-            .await?;
-    }
-}
-
 async fn cold_start(runs: usize) -> Result<Value> {
     let endpoint = emulator_url();
     let release = root().join("target/release");
@@ -274,7 +243,8 @@ async fn cold_start(runs: usize) -> Result<Value> {
             cold.push(r.cold_ms);
             warm.push(r.warm_ms);
             if let Some(queue) = &subject.queue {
-                empty_queue(&sqs, queue).await?;
+                // Emptied by receiving: PurgeQueue is allowed once a minute.
+                while !telemetry_e2e::take_messages(&sqs, queue).await?.is_empty() {}
             }
         }
         let largest = run_once(&binary, &subject, &subject.largest, None).await?;
