@@ -190,12 +190,37 @@ impl AuthConfig {
                 ));
             }
         };
-        Ok(Self {
+        let config = Self {
             algorithms,
             key,
             issuer: env.required("JWT_ISSUER")?,
             audience: env.required("JWT_AUDIENCE")?,
-        })
+        };
+        config.check_key_fits_algorithms()?;
+        Ok(config)
+    }
+
+    /// The one rule tying keys to algorithms: a shared secret verifies HS* only, and a public
+    /// key or a JWKS never verifies HS* (anyone holding the public key could sign). The
+    /// template's `Rules` say the same (tests/tests/template.rs compares them).
+    pub fn check_key_fits_algorithms(&self) -> Result<(), ConfigError> {
+        let secret = matches!(
+            self.key,
+            VerificationKey::Secret(_) | VerificationKey::SecretArn(_)
+        );
+        if secret && !self.algorithms.iter().all(is_hmac) {
+            return Err(ConfigError::invalid(
+                "JWT_ALGORITHMS",
+                "a shared secret (JWT_SECRET, JWT_SECRET_ARN) only goes with HS256/HS384/HS512",
+            ));
+        }
+        if !secret && self.algorithms.iter().any(is_hmac) {
+            return Err(ConfigError::invalid(
+                "JWT_ALGORITHMS",
+                "HS* algorithms need a shared secret (JWT_SECRET_ARN), not a public key or a JWKS",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -342,12 +367,7 @@ impl Verifier {
                 "must be an https:// URL",
             ));
         }
-        if config.algorithms.iter().any(is_hmac) {
-            return Err(ConfigError::invalid(
-                "JWT_ALGORITHMS",
-                "HS* algorithms need a secret, not a JWKS",
-            ));
-        }
+        config.check_key_fits_algorithms()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()
@@ -369,15 +389,9 @@ impl Verifier {
 
     /// Builds a verifier for a static key; fails when the key does not fit the algorithms.
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let hmac = config.algorithms.iter().all(is_hmac);
+        config.check_key_fits_algorithms()?;
         let key = match &config.key {
             VerificationKey::Secret(secret) => {
-                if !hmac {
-                    return Err(ConfigError::invalid(
-                        "JWT_ALGORITHMS",
-                        "JWT_SECRET only goes with HS256/HS384/HS512",
-                    ));
-                }
                 if secret.expose().len() < 32 {
                     return Err(ConfigError::invalid(
                         "JWT_SECRET",
@@ -399,17 +413,6 @@ impl Verifier {
                 ));
             }
             VerificationKey::PublicKeyPem(pem) => {
-                if config
-                    .algorithms
-                    .iter()
-                    .any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
-                {
-                    // A public key is public: accepting HS* with it would let anyone sign.
-                    return Err(ConfigError::invalid(
-                        "JWT_ALGORITHMS",
-                        "HS* algorithms need JWT_SECRET, not a public key",
-                    ));
-                }
                 let pem = pem.as_bytes();
                 DecodingKey::from_rsa_pem(pem)
                     .or_else(|_| DecodingKey::from_ec_pem(pem))

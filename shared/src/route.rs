@@ -116,14 +116,21 @@ pub fn is_valid_queue_url(url: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
+/// The queue name of a (valid) queue URL: its last path segment.
+pub fn queue_name(queue_url: &str) -> &str {
+    queue_url.rsplit('/').next().unwrap_or(queue_url)
+}
+
 /// Whether a queue URL names a FIFO queue.
 pub fn is_fifo(queue_url: &str) -> bool {
     queue_url.ends_with(".fifo")
 }
 
 impl RouteInput {
-    /// Checks the input and makes the route `id`.
-    pub fn into_route(self, id: &str) -> Result<Route, RouteError> {
+    /// Checks the input and makes the route `id`. With `queue_prefix` (the deployed stack's
+    /// `ROUTE_QUEUE_PREFIX`), the queue's name must start with it: forward's role may send to
+    /// no other queue, so any other route would only fill the dead-letter queue.
+    pub fn into_route(self, id: &str, queue_prefix: Option<&str>) -> Result<Route, RouteError> {
         if !is_valid_route_id(id) {
             return Err(route_error(
                 "invalid_route_id",
@@ -147,6 +154,16 @@ impl RouteInput {
                 "invalid_queue_url",
                 "`queueUrl` must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account id>/<queue name>",
             ));
+        }
+        if let Some(prefix) = queue_prefix
+            && !queue_name(&self.queue_url).starts_with(prefix)
+        {
+            return Err(RouteError {
+                code: "invalid_queue_url",
+                message: format!(
+                    "the queue's name must start with \"{prefix}\": this stack's forward function may send to no other queue"
+                ),
+            });
         }
         if let Some(d) = &self.description
             && (d.chars().count() > MAX_DESCRIPTION_CHARS || d.chars().any(char::is_control))
@@ -270,14 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn a_route_to_a_queue_outside_the_stacks_prefix_is_refused() {
+        let input = |url: &str| {
+            serde_json::from_str::<RouteInput>(&format!(r#"{{"match":"*","queueUrl":"{url}"}}"#))
+                .unwrap()
+        };
+        let ours = "https://sqs.eu-west-1.amazonaws.com/123456789012/telemetry_game-events";
+        let dev = "https://sqs.eu-west-1.amazonaws.com/123456789012/telemetry-dev_game-events";
+        assert!(input(ours).into_route("r", Some("telemetry_")).is_ok());
+        let refused = input(dev).into_route("r", Some("telemetry_")).unwrap_err();
+        assert_eq!(refused.code, "invalid_queue_url");
+        assert!(
+            refused.message.contains("\"telemetry_\""),
+            "{}",
+            refused.message
+        );
+        // Without a prefix (the local stack), any queue.
+        assert!(input(dev).into_route("r", None).is_ok());
+    }
+
+    #[test]
     fn route_input_is_validated_field_by_field() {
         let input = |json: &str| serde_json::from_str::<RouteInput>(json).unwrap();
         let ok =
             input(r#"{"match":"game.*","queueUrl":"https://sqs.us-east-1.amazonaws.com/1/q"}"#)
-                .into_route("r1")
+                .into_route("r1", None)
                 .unwrap();
         assert!(ok.enabled);
-        let code = |json: &str, id: &str| input(json).into_route(id).unwrap_err().code;
+        let code = |json: &str, id: &str| input(json).into_route(id, None).unwrap_err().code;
         assert_eq!(
             code(r#"{"match":"a b","queueUrl":"https://h/1/q"}"#, "r"),
             "invalid_match"

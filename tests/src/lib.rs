@@ -6,6 +6,7 @@
 //! `make test`) or when nothing answers there, tests fail with a message saying so.
 
 pub mod aws_proxy;
+pub mod cfn;
 pub mod runtime;
 
 use std::collections::{BTreeSet, HashMap};

@@ -164,6 +164,8 @@ impl LocalStack {
                     events_table: names.events_table.clone(),
                     counts_table: names.counts_table.clone(),
                     routes_table: names.routes_table.clone(),
+                    // Locally no IAM stands between forward and the queues.
+                    route_queue_prefix: None,
                     auth: config.auth.clone(),
                 },
                 sdk,

@@ -42,6 +42,9 @@ pub struct Config {
     pub routes_table: String,
     /// Token verification.
     pub auth: AuthConfig,
+    /// What every route's queue name must start with (`ROUTE_QUEUE_PREFIX`, optional): the
+    /// queues the stack's forward function may send to.
+    pub route_queue_prefix: Option<String>,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             counts_table: env.required("COUNTS_TABLE")?,
             routes_table: env.required("ROUTES_TABLE")?,
             auth: AuthConfig::from_env(env)?,
+            route_queue_prefix: env.optional("ROUTE_QUEUE_PREFIX"),
         })
     }
 }
@@ -62,6 +66,7 @@ pub struct Query<R, C, S> {
     events: R,
     counts: C,
     routes: S,
+    route_queue_prefix: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,7 +113,14 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
             events,
             counts,
             routes,
+            route_queue_prefix: None,
         }
+    }
+
+    /// Refuses routes to queues whose names do not start with `prefix`.
+    pub fn with_route_queue_prefix(mut self, prefix: Option<String>) -> Self {
+        self.route_queue_prefix = prefix;
+        self
     }
 
     /// Handles one API Gateway request.
@@ -182,7 +194,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
             ApiError::bad_request("invalid_route", format!("body is not a route: {e}"))
         })?;
         let route = input
-            .into_route(id)
+            .into_route(id, self.route_queue_prefix.as_deref())
             .map_err(|e| ApiError::bad_request(e.code, e.message))?;
         self.routes
             .put_route(&route)
@@ -418,7 +430,8 @@ pub async fn from_config(
         // Reads only: the TTL setting is post-process's.
         CountTable::new(dynamodb.clone(), config.counts_table.clone(), 1),
         RouteTableStore::new(dynamodb, config.routes_table.clone()),
-    ))
+    )
+    .with_route_queue_prefix(config.route_queue_prefix.clone()))
 }
 
 #[cfg(test)]
