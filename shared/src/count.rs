@@ -81,7 +81,10 @@ pub fn partition_key(environment: &str, kind: &str, granularity: Granularity) ->
 /// The time an event is counted under: its `timestamp` when plausible, else its receive time
 /// (see [`MAX_PAST`], [`MAX_FUTURE`]).
 pub fn counted_time(timestamp: DateTime<Utc>, received_at: DateTime<Utc>) -> DateTime<Utc> {
-    if timestamp < received_at - MAX_PAST || timestamp > received_at + MAX_FUTURE {
+    // Checked: a receive time at the edge of chrono's range must not panic (it is data).
+    let earliest = received_at.checked_sub_signed(MAX_PAST);
+    let latest = received_at.checked_add_signed(MAX_FUTURE);
+    if earliest.is_none_or(|e| timestamp < e) || latest.is_none_or(|l| timestamp > l) {
         received_at
     } else {
         timestamp

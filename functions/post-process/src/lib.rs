@@ -5,12 +5,19 @@
 //! id, and the partial counters are kept per shard (see `telemetry_shared::count`). Each batch is
 //! counted as it comes; the window's state is not used (it is answered `{}`), and the final
 //! invoke of a window, which may hold no records, changes nothing.
+//!
+//! Only a counts-table failure may fail a batch (the mapping retries without limit, so anything
+//! else failing would stop counting for good): a record that does not deserialize, lacks what
+//! counting needs, or makes the counting code panic is skipped, logged by sequence number
+//! (never its payload) and counted in `RecordsSkipped`.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use aws_lambda_events::dynamodb::{EventRecord, TimeWindowEvent, TimeWindowEventResponse};
 use aws_lambda_events::streams::DynamoDbBatchItemFailure;
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_dynamo::AttributeValue;
 use telemetry_shared::aws::count_table::CountTable;
 use telemetry_shared::config::{ConfigError, Env};
@@ -64,6 +71,38 @@ enum Skip {
     Undecodable(&'static str),
 }
 
+/// A tumbling-window event read record by record (see [`read_window`]).
+#[derive(Debug, Default)]
+pub struct WindowBatch {
+    /// The event, holding the records that deserialized.
+    pub event: TimeWindowEvent,
+    /// Records that did not: their sequence numbers, where they have one.
+    pub unreadable: Vec<Option<String>>,
+}
+
+/// Reads the invocation payload one record at a time, so that a record the event types cannot
+/// represent costs that record, not the batch (whose failure the mapping would retry forever).
+/// Fails only when the envelope itself is not a window event.
+pub fn read_window(mut payload: serde_json::Value) -> Result<WindowBatch, serde_json::Error> {
+    let records = match payload.get_mut("Records") {
+        Some(records) => std::mem::replace(records, serde_json::Value::Array(Vec::new())),
+        None => serde_json::Value::Array(Vec::new()),
+    };
+    let mut event: TimeWindowEvent = serde_json::from_value(payload)?;
+    let mut unreadable = Vec::new();
+    for record in records.as_array().into_iter().flatten() {
+        match EventRecord::deserialize(record) {
+            Ok(r) => event.dynamo_db_event.records.push(r),
+            Err(_) => unreadable.push(
+                record["dynamodb"]["SequenceNumber"]
+                    .as_str()
+                    .map(str::to_string),
+            ),
+        }
+    }
+    Ok(WindowBatch { event, unreadable })
+}
+
 fn string<'a>(
     image: &'a HashMap<String, AttributeValue>,
     name: &'static str,
@@ -110,7 +149,8 @@ pub struct Aggregated<'a> {
     original: HashMap<String, &'a str>,
     /// Records that are not INSERTs.
     pub not_inserts: usize,
-    /// Records lacking what counting needs: (sequence number, what is missing).
+    /// Records that cannot be counted: (sequence number, why), e.g. a missing attribute, or a
+    /// panic while reading it.
     pub undecodable: Vec<(Option<&'a str>, &'static str)>,
 }
 
@@ -120,7 +160,11 @@ pub fn aggregate(records: &[EventRecord]) -> Aggregated<'_> {
     let mut original: HashMap<String, &str> = HashMap::with_capacity(records.len());
     let (mut not_inserts, mut undecodable) = (0, Vec::new());
     for r in records {
-        match counted(r) {
+        // A panic on one record's values (a bug) must not fail the batch: see the module docs.
+        let read = catch_unwind(AssertUnwindSafe(|| counted(r))).unwrap_or(Err(Skip::Undecodable(
+            "a readable record (counting it panicked)",
+        )));
+        match read {
             Ok(e) => {
                 if let Some(seq) = r.change.sequence_number.as_deref() {
                     original.insert(e.seq.clone(), seq);
@@ -155,11 +199,38 @@ impl<C: CountStore> PostProcess<C> {
         event: &TimeWindowEvent,
         deadline: Deadline,
     ) -> TimeWindowEventResponse {
+        self.handle_batch(event, &[], deadline).await
+    }
+
+    /// Handles an invocation payload as Lambda delivers it (see [`read_window`]).
+    pub async fn handle_payload(
+        &self,
+        payload: serde_json::Value,
+        deadline: Deadline,
+    ) -> Result<TimeWindowEventResponse, serde_json::Error> {
+        let batch = read_window(payload)?;
+        Ok(self
+            .handle_batch(&batch.event, &batch.unreadable, deadline)
+            .await)
+    }
+
+    async fn handle_batch(
+        &self,
+        event: &TimeWindowEvent,
+        unreadable: &[Option<String>],
+        deadline: Deadline,
+    ) -> TimeWindowEventResponse {
         let mut metrics = Metrics::new("post-process");
+        for seq in unreadable {
+            tracing::error!(sequence_number = ?seq, "stream record skipped: not a DynamoDB stream record");
+        }
+        if !unreadable.is_empty() {
+            metrics.add(Metric::RecordsSkipped, unreadable.len() as u64);
+        }
         // Lambda requires a state in every window response; `{}` is the empty one.
         let mut response = TimeWindowEventResponse::default();
         let records = &event.dynamo_db_event.records;
-        metrics.add(Metric::BatchSize, records.len() as u64);
+        metrics.add(Metric::BatchSize, (records.len() + unreadable.len()) as u64);
         let Some(shard) = event.time_window_properties.shard_id.as_deref() else {
             // Without the shard id the counters cannot be kept exactly once: refuse to count
             // rather than risk counting twice. The iterator-age alarm will say so.
@@ -185,9 +256,11 @@ impl<C: CountStore> PostProcess<C> {
         if not_inserts > 0 {
             metrics.add(Metric::RecordsSkipped, not_inserts as u64);
         }
-        for (seq, what) in undecodable {
-            tracing::error!(sequence_number = ?seq, missing = what, "stream record not countable");
-            metrics.rejected("undecodable");
+        for (seq, what) in &undecodable {
+            tracing::error!(sequence_number = ?seq, missing = what, "stream record skipped: not countable");
+        }
+        if !undecodable.is_empty() {
+            metrics.add(Metric::RecordsSkipped, undecodable.len() as u64);
         }
         let applies: Vec<_> = updates
             .iter()
@@ -368,6 +441,51 @@ mod tests {
         let r = h.handle(&e, ample()).await;
         assert_eq!(r.batch_item_failures.len(), 1);
         assert!(h.counts.counters.lock().unwrap().is_empty());
+    }
+
+    /// The fixture as Lambda delivers it, with one record made unreadable by `spoil`.
+    fn payload_with(spoil: impl Fn(&mut serde_json::Value)) -> serde_json::Value {
+        let mut payload: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/dynamodb-window-batch.json"))
+                .unwrap();
+        spoil(&mut payload["Records"][0]);
+        payload
+    }
+
+    #[tokio::test]
+    async fn a_record_the_event_types_cannot_read_is_skipped_and_its_neighbours_counted() {
+        let h = PostProcess::new(MemoryCounts::default());
+        // An attribute value of no DynamoDB type: the whole event would not deserialize.
+        let payload = payload_with(|r| {
+            r["dynamodb"]["NewImage"]["type"] = serde_json::json!({"Q": "?"});
+        });
+        assert!(serde_json::from_value::<TimeWindowEvent>(payload.clone()).is_err());
+        let r = h.handle_payload(payload, ample()).await.unwrap();
+        assert!(r.batch_item_failures.is_empty());
+        // The fixture's three INSERTs less the spoiled one.
+        assert_eq!(total(&h, "prod#*#day", "2026-11-26T00:00:00Z"), 2);
+    }
+
+    #[tokio::test]
+    async fn records_with_extreme_times_are_skipped_or_counted_but_never_fail_the_batch() {
+        let h = PostProcess::new(MemoryCounts::default());
+        for (timestamp, received) in [
+            ("-262143-01-01T00:00:00Z", "-262143-01-01T00:00:00Z"),
+            ("+262142-12-31T23:59:59Z", "+262142-12-31T23:59:59Z"),
+            ("not a time", "2026-11-26T13:44:16.000Z"),
+        ] {
+            let payload = payload_with(|r| {
+                r["dynamodb"]["NewImage"]["timestamp"] = serde_json::json!({"S": timestamp});
+                r["dynamodb"]["NewImage"]["receivedAt"] = serde_json::json!({"S": received});
+            });
+            let r = h.handle_payload(payload, ample()).await.unwrap();
+            assert!(r.batch_item_failures.is_empty(), "{timestamp}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_window_event_is_an_error() {
+        assert!(read_window(serde_json::json!("nope")).is_err());
     }
 
     #[tokio::test]

@@ -1,6 +1,5 @@
 //! Lambda entry point: configuration and the DynamoDB client are built once per cold start.
 
-use aws_lambda_events::dynamodb::TimeWindowEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::time::Duration;
 
@@ -17,10 +16,12 @@ async fn main() -> Result<(), Error> {
     let handler = post_process::from_config(&config, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<TimeWindowEvent>| async move {
+        // The payload is read record by record (`read_window`): one unreadable record must
+        // not fail the batch, which the mapping would retry forever.
+        move |event: LambdaEvent<serde_json::Value>| async move {
             // Keep 2 s to report what is left as failed before Lambda's own deadline.
             let deadline = Deadline::from_epoch_ms(event.context.deadline, REPLY_MARGIN);
-            Ok::<_, Error>(handler.handle(&event.payload, deadline).await)
+            Ok::<_, Error>(handler.handle_payload(event.payload, deadline).await?)
         },
     ))
     .await

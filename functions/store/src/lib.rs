@@ -1,8 +1,9 @@
 //! store: Kinesis event source → decode → `BatchWriteItem` into the `events` table.
 //!
 //! Idempotent (the item key is user + event id), reports partial batch failures with
-//! `batchItemFailures`, and never lets an undecodable record block its shard: such a record is
-//! logged, counted as rejected and skipped.
+//! `batchItemFailures` (the lowest record not written: Lambda re-delivers from there, and the
+//! records after it overwrite themselves), and never lets an undecodable record block its
+//! shard: such a record is logged, counted as rejected and skipped.
 
 use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::KinesisEventResponse;
@@ -82,8 +83,11 @@ impl<S: EventStore> Store<S> {
                 tracing::warn!(failed = outcome.failed.len(), %error, "some records not stored");
                 metrics.add(Metric::RecordsFailed, outcome.failed.len() as u64);
             }
-            for i in outcome.failed {
-                response.add_failure(sequence_numbers[i]);
+            // Lambda re-delivers the shard from the lowest failed record: report that one
+            // (records are in shard order). What was written after it is written again, to the
+            // same keys: idempotent.
+            if let Some(&lowest) = outcome.failed.iter().min() {
+                response.add_failure(sequence_numbers[lowest]);
             }
         }
         metrics.add(Metric::BatchSize, event.records.len() as u64);
@@ -149,6 +153,33 @@ mod tests {
         assert_eq!(
             failed,
             ["49590338271490256608559692538361571095921575989136588881"]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_lowest_failed_record_is_reported() {
+        let store = Store::new(MemoryStore::default());
+        store
+            .store
+            .fail_ids
+            .lock()
+            .unwrap()
+            .extend(["fixture-1".to_string(), "fixture-2".to_string()]);
+        let batch = fixture();
+        let response = store.handle(&batch, ample()).await;
+        let first_decodable = batch
+            .records
+            .iter()
+            .find(|r| record::decode(&r.kinesis.data).is_ok())
+            .unwrap();
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_deref().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            vec![first_decodable.kinesis.sequence_number.as_str()]
         );
     }
 

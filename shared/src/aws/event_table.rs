@@ -24,8 +24,8 @@ use crate::retry::{Backoff, Deadline};
 pub const MAX_ITEMS_PER_CALL: usize = 25;
 /// `BatchWriteItem` calls in flight at once per invocation.
 pub const CONCURRENT_CALLS: usize = 4;
-/// Attempts per call before the unprocessed items are reported as failed.
-pub const MAX_ATTEMPTS: u32 = 8;
+/// The longest pause between two attempts of a call.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Name of the global secondary index for time-ordered reads.
 pub const TIME_INDEX: &str = "byTime";
 
@@ -131,14 +131,15 @@ impl EventTable {
         }
     }
 
-    /// Writes one call's worth of requests, retrying `UnprocessedItems` with backoff.
-    /// Returns the keys still unwritten, with the error that explains them.
+    /// Writes one call's worth of requests, retrying `UnprocessedItems` and retryable errors
+    /// (throttling above all: one busy user's items share one partition) with backoff until
+    /// `deadline`. Returns the keys still unwritten, with the error that explains them.
     async fn write_call(
         &self,
         mut requests: Vec<WriteRequest>,
         deadline: Deadline,
     ) -> (usize, Result<(), (Vec<WriteRequest>, StoreError)>) {
-        let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
+        let mut backoff = Backoff::new(Duration::from_millis(25), MAX_BACKOFF);
         let mut retried = 0;
         loop {
             let call = self
@@ -171,9 +172,6 @@ impl EventTable {
                     );
                 }
             };
-            if backoff.attempts() + 1 >= MAX_ATTEMPTS {
-                return (retried, Err((requests, error)));
-            }
             retried += requests.len();
             if !deadline.sleep(backoff.next_delay()).await {
                 return (retried, Err((requests, error)));
@@ -443,8 +441,9 @@ mod tests {
         assert_eq!(rule.num_calls(), 2);
     }
 
-    #[tokio::test]
-    async fn items_that_stay_unprocessed_are_reported_with_their_duplicates() {
+    // Paused time: the retries until the deadline take no real time.
+    #[tokio::test(start_paused = true)]
+    async fn items_that_stay_unprocessed_are_retried_until_the_deadline_then_reported() {
         let events = [
             event("u", "a", None),
             event("u", "b", None),
@@ -461,12 +460,16 @@ mod tests {
             .repeatedly()
             .build();
         let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+        let started = tokio::time::Instant::now();
         let outcome = EventTable::new(client, "events", None)
-            .write_events(&events, Deadline::after(Duration::from_secs(30)))
+            .write_events(&events, Deadline::after(Duration::from_secs(28)))
             .await;
         assert_eq!(outcome.failed, vec![0, 2]);
         assert!(matches!(outcome.error, Some(StoreError::Unavailable(_))));
-        assert_eq!(rule.num_calls(), MAX_ATTEMPTS as usize);
+        // Retried for the whole budget (pauses of up to 2 s), not for a fixed count.
+        let spent = started.elapsed();
+        assert!(spent >= Duration::from_secs(28), "{spent:?}");
+        assert!(rule.num_calls() > 14, "{}", rule.num_calls());
     }
 
     #[test]
