@@ -23,6 +23,10 @@ if [[ ! -x $root/usr/bin/gcc ]]; then
     trixie "$root" http://deb.debian.org/debian
 fi
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The host's trust store, so the chroot reaches the package registries the way the host does
+# (e.g. through a TLS-inspecting proxy whose CA only the host has).
+ca=/etc/ssl/certs/ca-certificates.crt
+[[ -f $ca ]] && cp "$ca" "$root$ca"
 
 mounts=()
 bind() { # bind HOST_DIR CHROOT_DIR [ro]
@@ -52,6 +56,7 @@ echo "== inside the chroot: $(chroot "$root" ldd --version | head -1)"
 status=0
 chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/cargo/bin:/usr/local/bin:/usr/bin:/bin \
   RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo LANG=C.UTF-8 \
+  SSL_CERT_FILE=$ca PIP_CERT=$ca REQUESTS_CA_BUNDLE=$ca \
   /bin/bash -c 'cd /src && make build ARCH=x86_64' || status=$?
 
 echo "== binaries of $commit built in Debian 13:"
