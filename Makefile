@@ -123,9 +123,11 @@ deploy-check: $(PYTHON_OK) $(BUILD_OK)
 	$(SAM) validate --lint || exit 1; \
 	python3 scripts/lambda_artifacts.py check $$arch .aws-sam/build/*Function/bootstrap
 
-# Build, check and deploy one architecture: `make deploy ARCH=x86_64 [SAM_ENV=dev]`.
+# Build, check and deploy one architecture: `make deploy ARCH=x86_64 [SAM_ENV=dev] [GUIDED=1]`.
+# GUIDED=1 (the first deploy) asks for the parameters, with the resolved ones as defaults, and
+# saves them in samconfig.toml: keep the Architecture it offers, the one just built and checked.
 deploy: deploy-check
-	$(SAM) deploy --config-env $(SAM_ENV) --parameter-overrides file://$(CURDIR)/$(SAM_PARAMETERS)
+	$(SAM) deploy --config-env $(SAM_ENV) $(if $(GUIDED),--guided) --parameter-overrides file://$(CURDIR)/$(SAM_PARAMETERS)
 
 # Proof that the build does not depend on the host's C library: builds the committed REF
 # (default HEAD) with `make build ARCH=x86_64` inside a Debian 13 chroot (glibc 2.41) made with
