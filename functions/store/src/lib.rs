@@ -135,51 +135,41 @@ mod tests {
         assert!(items.contains_key(&("fixture-user".into(), "fixture-1".into())));
     }
 
-    #[tokio::test]
-    async fn failed_writes_are_reported_by_sequence_number() {
+    /// The fixture stored with writes of `ids` failing; the sequence numbers reported.
+    async fn reported_when_failing(ids: &[&str]) -> Vec<String> {
         let store = Store::new(MemoryStore::default());
         store
             .store
             .fail_ids
             .lock()
             .unwrap()
-            .push("fixture-2".into());
+            .extend(ids.iter().map(|id| id.to_string()));
         let response = store.handle(&fixture(), ample()).await;
-        let failed: Vec<_> = response
+        response
             .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone().unwrap())
-            .collect();
+            .into_iter()
+            .map(|f| f.item_identifier.unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_reported_by_sequence_number() {
         assert_eq!(
-            failed,
+            reported_when_failing(&["fixture-2"]).await,
             ["49590338271490256608559692538361571095921575989136588881"]
         );
     }
 
     #[tokio::test]
     async fn only_the_lowest_failed_record_is_reported() {
-        let store = Store::new(MemoryStore::default());
-        store
-            .store
-            .fail_ids
-            .lock()
-            .unwrap()
-            .extend(["fixture-1".to_string(), "fixture-2".to_string()]);
-        let batch = fixture();
-        let response = store.handle(&batch, ample()).await;
-        let first_decodable = batch
+        let first_decodable = fixture()
             .records
-            .iter()
+            .into_iter()
             .find(|r| record::decode(&r.kinesis.data).is_ok())
             .unwrap();
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_deref().unwrap())
-            .collect();
         assert_eq!(
-            failed,
-            vec![first_decodable.kinesis.sequence_number.as_str()]
+            reported_when_failing(&["fixture-1", "fixture-2"]).await,
+            [first_decodable.kinesis.sequence_number]
         );
     }
 
