@@ -21,8 +21,9 @@ fn request(bearer: &str, events: usize, first: usize) -> ApiGatewayV2httpRequest
     req
 }
 
-#[tokio::test]
-async fn the_limit_holds_across_two_concurrent_ingest_handlers() {
+/// Two ingest handlers (two execution environments: separate clients) limited to `limit`
+/// events per user per minute, sharing one new stack's `counts` table.
+async fn two_handlers(limit: u64) -> (Arc<ingest::AwsIngest>, Arc<ingest::AwsIngest>, String) {
     let sdk = sdk_config_for(&emulator_url()).await;
     let names = ResourceNames::with_prefix(&unique_prefix());
     ensure_stream(&aws_sdk_kinesis::Client::new(&sdk), &names.stream, 1)
@@ -35,17 +36,65 @@ async fn the_limit_holds_across_two_concurrent_ingest_handlers() {
         stream: names.stream.clone(),
         auth: hs256_auth(),
         retry_budget: Duration::from_secs(5),
-        rate_limit_per_user: Some(100),
+        rate_limit_per_user: Some(limit),
         counts_table: Some(names.counts_table.clone()),
         rejected_queue_url: None,
     };
-    // Two execution environments: separate handlers, separate clients, one table.
     let a = Arc::new(ingest::from_config(&config, &sdk).await.unwrap());
     let b = Arc::new(
         ingest::from_config(&config, &sdk_config_for(&emulator_url()).await)
             .await
             .unwrap(),
     );
+    (a, b, names.counts_table)
+}
+
+#[tokio::test]
+async fn a_limit_split_over_several_items_still_holds_in_total() {
+    // 2,000 a minute: four items of 500 each (no single hot counter per user).
+    let (a, b, counts_table) = two_handlers(2000).await;
+    let user = token("sliced-user", "events:write");
+    let minute = || chrono::Utc::now().timestamp() / 60;
+    let started = minute();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let handler = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let req = request(&user, 100, i * 100);
+            tokio::spawn(async move { handler.handle(&req).await.status_code })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            202 => accepted += 100,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Never more than the limit (unless the minute turned during the test); a request is
+    // refused early only when both slices it tried were full.
+    let ceiling = if minute() == started { 2000 } else { 4000 };
+    assert!((1500..=ceiling).contains(&accepted), "accepted {accepted}");
+    let sdk = sdk_config_for(&emulator_url()).await;
+    let items = telemetry_e2e::scan_all(&sdk, &counts_table).await;
+    let slices: Vec<_> = items
+        .iter()
+        .filter(|i| i["pk"].as_s().unwrap().starts_with("rate#sliced-user#"))
+        .collect();
+    assert!(
+        slices.len() > 1 && slices.len() <= 4 * 2,
+        "{} slice items",
+        slices.len()
+    );
+    for item in slices {
+        let used: u64 = item["used"].as_n().unwrap().parse().unwrap();
+        assert!(used <= 500, "a slice holds more than its share: {used}");
+    }
+}
+
+#[tokio::test]
+async fn the_limit_holds_across_two_concurrent_ingest_handlers() {
+    let (a, b, _) = two_handlers(100).await;
 
     let limited_user = token("busy-user", "events:write");
     let mut tasks = Vec::new();
