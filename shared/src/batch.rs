@@ -204,7 +204,7 @@ fn enrich<'a>(
         Some(ts) => Cow::Owned(crate::time::normalize(&ts).unwrap_or_default()),
         None => Cow::Borrowed(received_at),
     };
-    let stored = StoredEvent {
+    let stored: StoredEvent<'_> = StoredEvent {
         schema_version: SCHEMA_VERSION,
         id: Cow::Borrowed(&id),
         kind: incoming.kind.unwrap_or_default(),

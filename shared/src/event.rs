@@ -103,7 +103,8 @@ enum Field {
     Data,
 }
 
-/// Each field's JSON name.
+/// Each field's JSON name: the stored event's name for the same field (a test holds them to
+/// [`StoredEvent`]'s serde names).
 const FIELDS: [(&str, Field); 7] = [
     ("type", Field::Kind),
     ("id", Field::Id),
@@ -113,6 +114,11 @@ const FIELDS: [(&str, Field); 7] = [
     ("sessionId", Field::SessionId),
     ("data", Field::Data),
 ];
+
+/// The JSON names of the fields a client may send.
+pub fn incoming_field_names() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|(name, _)| *name)
+}
 
 impl<'a> IncomingEvent<'a> {
     /// Reads the event in `text`, the JSON text of one event **already known to be valid JSON**
@@ -388,12 +394,42 @@ impl IncomingEvent<'_> {
     }
 }
 
+/// The client's `data` object as JSON text, verbatim. In JSON (Kinesis records, API answers) it
+/// is the object itself; compared by its text.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Data<'a>(#[serde(borrow)] pub &'a RawValue);
+
+impl<'a> Data<'a> {
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Data<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Data<'_> {}
+
 /// The event as the pipeline keeps it: on the stream, in the `events` table, in API answers.
 ///
-/// Borrows its strings so that encoding and decoding copy as little as possible.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// **The one definition of the stored layout**: its serde attributes are the field names and
+/// rules of the Kinesis record (JSON), of the `events` item and of the table's stream image
+/// (both through `serde_dynamo`, see `aws::event_table`). The Kinesis encoder that ingest uses
+/// for speed (`record::encode_with_data`) destructures this struct without `..`, so a new field
+/// is a compile error there until it is encoded, and property tests check every codec against
+/// serde's output.
+///
+/// Borrows its strings so that encoding and decoding copy as little as possible. `D` is the form
+/// of `data`: [`Data`] (raw JSON) on the stream and in answers, its text (`Cow<str>`, a string
+/// attribute) in DynamoDB — [`StoredEvent::map_data`] turns one into the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoredEvent<'a> {
+pub struct StoredEvent<'a, D = Data<'a>> {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
     /// Event id, unique per user.
@@ -420,28 +456,43 @@ pub struct StoredEvent<'a> {
     /// Client session.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Cow<'a, str>>,
-    /// The client's `data` object, verbatim.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<&'a RawValue>,
+    /// The client's `data` object, verbatim (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<D>,
 }
 
-impl PartialEq for StoredEvent<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        // RawValue has no PartialEq: `data` is equal when its text is.
-        self.schema_version == other.schema_version
-            && self.id == other.id
-            && self.kind == other.kind
-            && self.user_id == other.user_id
-            && self.timestamp == other.timestamp
-            && self.received_at == other.received_at
-            && self.environment == other.environment
-            && self.origin == other.origin
-            && self.session_id == other.session_id
-            && self.data.map(RawValue::get) == other.data.map(RawValue::get)
+impl<'a, D> StoredEvent<'a, D> {
+    /// The same event with `data` in another form (the one place that lists every field to
+    /// convert: a new field is a compile error here until it is carried over).
+    pub fn map_data<E>(self, f: impl FnOnce(D) -> E) -> StoredEvent<'a, E> {
+        let StoredEvent {
+            schema_version,
+            id,
+            kind,
+            user_id,
+            timestamp,
+            received_at,
+            environment,
+            origin,
+            session_id,
+            data,
+        } = self;
+        StoredEvent {
+            schema_version,
+            id,
+            kind,
+            user_id,
+            timestamp,
+            received_at,
+            environment,
+            origin,
+            session_id,
+            data: data.map(f),
+        }
     }
 }
 
-impl StoredEvent<'_> {
+impl<D> StoredEvent<'_, D> {
     /// Checks the invariants every stored event holds (they key the tables): a reader must not
     /// trust a record just because it decoded.
     pub fn check(&self) -> Result<(), &'static str> {

@@ -70,6 +70,28 @@ pub fn window_event_json(n: usize) -> String {
     let records: Vec<_> = (0..n)
         .map(|i| {
             let minute = i % 180;
+            let (id, user) = (format!("evt-{i:08}"), format!("user-{}", i % 10));
+            let timestamp = format!(
+                "2026-11-26T{:02}:{:02}:16.123Z",
+                10 + minute / 60,
+                minute % 60
+            );
+            let data = client_event(i, 900)["data"].to_string();
+            let data = serde_json::value::RawValue::from_string(data).expect("sample data is JSON");
+            let event = crate::event::StoredEvent {
+                schema_version: crate::event::SCHEMA_VERSION,
+                id: id.as_str().into(),
+                kind: TYPES[i % TYPES.len()].into(),
+                user_id: user.as_str().into(),
+                timestamp: timestamp.as_str().into(),
+                received_at: "2026-11-26T13:44:16.123Z".into(),
+                environment: "prod".into(),
+                origin: None,
+                session_id: None,
+                data: Some(crate::event::Data(&data)),
+            };
+            let image = serde_json::to_value(crate::aws::event_table::to_image(&event, None))
+                .expect("an image is JSON");
             json!({
                 "eventID": format!("{i:032x}"), "eventName": "INSERT", "eventVersion": "1.1",
                 "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
@@ -77,15 +99,8 @@ pub fn window_event_json(n: usize) -> String {
                     "ApproximateCreationDateTime": 1795700656,
                     "SequenceNumber": format!("{}", 111_100_000_000_000_000_000u128 + i as u128),
                     "SizeBytes": 1100, "StreamViewType": "NEW_IMAGE",
-                    "Keys": {"pk": {"S": format!("USER#user-{}", i % 10)}, "sk": {"S": format!("EVT#evt-{i:08}")}},
-                    "NewImage": {
-                        "pk": {"S": format!("USER#user-{}", i % 10)}, "sk": {"S": format!("EVT#evt-{i:08}")},
-                        "schemaVersion": {"N": "1"}, "id": {"S": format!("evt-{i:08}")},
-                        "type": {"S": TYPES[i % TYPES.len()]}, "userId": {"S": format!("user-{}", i % 10)},
-                        "timestamp": {"S": format!("2026-11-26T{:02}:{:02}:16.123Z", 10 + minute / 60, minute % 60)},
-                        "receivedAt": {"S": "2026-11-26T13:44:16.123Z"}, "environment": {"S": "prod"},
-                        "data": {"S": client_event(i, 900)["data"].to_string()}
-                    }
+                    "Keys": {"pk": image["pk"], "sk": image["sk"]},
+                    "NewImage": image,
                 }
             })
         })
@@ -118,5 +133,10 @@ mod tests {
         let w: aws_lambda_events::dynamodb::TimeWindowEvent =
             serde_json::from_str(&window_event_json(10)).unwrap();
         assert_eq!(w.dynamo_db_event.records.len(), 10);
+        for r in w.dynamo_db_event.records {
+            let e: crate::aws::event_table::StoredItem =
+                crate::aws::event_table::from_image(r.change.new_image).unwrap();
+            assert!(e.check().is_ok());
+        }
     }
 }

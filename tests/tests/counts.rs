@@ -194,21 +194,35 @@ async fn counts_parameters_are_checked() {
     assert_eq!(status, 403);
 }
 
-/// A window event of `n` INSERT records for type `kind`, as Lambda would deliver them.
+/// A window event of `n` INSERT records for type `kind`, as Lambda would deliver them: each
+/// image is the `events` item store writes.
 fn window_event(first_seq: u64, n: u64, kind: &str, at: &str) -> TimeWindowEvent {
     let records: Vec<Value> = (0..n)
         .map(|i| {
+            let id = format!("e{i}");
+            let event = telemetry_shared::event::StoredEvent {
+                schema_version: telemetry_shared::event::SCHEMA_VERSION,
+                id: id.as_str().into(),
+                kind: kind.into(),
+                user_id: "u".into(),
+                timestamp: at.into(),
+                received_at: at.into(),
+                environment: "prod".into(),
+                origin: None,
+                session_id: None,
+                data: None,
+            };
+            let image =
+                serde_json::to_value(telemetry_shared::aws::event_table::to_image(&event, None))
+                    .unwrap();
             json!({
                 "eventID": format!("e{i}"), "eventName": "INSERT", "eventVersion": "1.1",
                 "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
                 "dynamodb": {
                     "SequenceNumber": (first_seq + i).to_string(), "SizeBytes": 100,
                     "StreamViewType": "NEW_IMAGE",
-                    "Keys": {"pk": {"S": "USER#u"}, "sk": {"S": format!("EVT#{i}")}},
-                    "NewImage": {
-                        "type": {"S": kind}, "environment": {"S": "prod"},
-                        "timestamp": {"S": at}, "receivedAt": {"S": at}
-                    }
+                    "Keys": {"pk": image["pk"], "sk": image["sk"]},
+                    "NewImage": image,
                 }
             })
         })
@@ -236,11 +250,11 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
         },
         &sdk,
     );
-    let at = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let at = telemetry_shared::time::format(Utc::now() - chrono::Duration::hours(1));
     let whole = window_event(5_000, 40, "replay.me", &at);
     assert!(
         handler
-            .handle(&whole, deadline())
+            .handle(whole.clone(), deadline())
             .await
             .batch_item_failures
             .is_empty()
@@ -268,18 +282,18 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
     assert_eq!(read().await, [40, 40, 40]);
 
     // The same window event again.
-    handler.handle(&whole, deadline()).await;
+    handler.handle(whole.clone(), deadline()).await;
     assert_eq!(read().await, [40, 40, 40]);
     // Bisected into halves, the later half first.
     let (mut first, mut second) = (whole.clone(), whole.clone());
     first.dynamo_db_event.records.truncate(20);
     second.dynamo_db_event.records.drain(..20);
-    handler.handle(&second, deadline()).await;
-    handler.handle(&first, deadline()).await;
+    handler.handle(second.clone(), deadline()).await;
+    handler.handle(first.clone(), deadline()).await;
     assert_eq!(read().await, [40, 40, 40]);
     // And a batch overlapping the end of the first with new records adds only the new ones.
     handler
-        .handle(&window_event(5_030, 20, "replay.me", &at), deadline())
+        .handle(window_event(5_030, 20, "replay.me", &at), deadline())
         .await;
     assert_eq!(read().await, [50, 50, 50]);
 }

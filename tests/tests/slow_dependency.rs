@@ -136,7 +136,7 @@ async fn forward_and_post_process_also_stop_at_the_deadline() {
         .handle(&batch, Deadline::after(Duration::from_secs(1)))
         .await;
     let p = counts
-        .handle(&window, Deadline::after(Duration::from_secs(1)))
+        .handle(window.clone(), Deadline::after(Duration::from_secs(1)))
         .await;
     assert!(
         started.elapsed() < Duration::from_millis(3500),
@@ -152,7 +152,7 @@ async fn forward_and_post_process_also_stop_at_the_deadline() {
     proxy.set_plan(FaultPlan::default());
     assert!(
         counts
-            .handle(&window, Deadline::after(Duration::from_secs(28)))
+            .handle(window.clone(), Deadline::after(Duration::from_secs(28)))
             .await
             .batch_item_failures
             .is_empty()

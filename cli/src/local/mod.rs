@@ -267,7 +267,7 @@ impl LocalStack {
                             .push(event.clone());
                     }
                     let post_process = Arc::clone(&post_process);
-                    Box::pin(async move { post_process.handle(&event, deadline()).await })
+                    Box::pin(async move { post_process.handle(event, deadline()).await })
                 }),
             }
             .start()

@@ -14,8 +14,8 @@ fn post_process(c: &mut Criterion) {
     });
     group.bench_function("core/1000", |b| {
         b.iter(|| {
-            let event = serde_json::from_str::<TimeWindowEvent>(black_box(&json)).unwrap();
-            let aggregated = post_process::aggregate(&event.dynamo_db_event.records);
+            let mut event = serde_json::from_str::<TimeWindowEvent>(black_box(&json)).unwrap();
+            let aggregated = post_process::aggregate(&mut event.dynamo_db_event.records);
             assert_eq!(aggregated.counted, 1000);
             aggregated.updates.len()
         })

@@ -18,10 +18,12 @@ use aws_lambda_events::dynamodb::{EventRecord, TimeWindowEvent, TimeWindowEventR
 use aws_lambda_events::streams::DynamoDbBatchItemFailure;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_dynamo::AttributeValue;
+use serde::de::IgnoredAny;
 use telemetry_shared::aws::count_table::CountTable;
+use telemetry_shared::aws::event_table;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, CountedEvent};
+use telemetry_shared::event::StoredEvent;
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::CountStore;
 use telemetry_shared::retry::Deadline;
@@ -103,80 +105,80 @@ pub fn read_window(mut payload: serde_json::Value) -> Result<WindowBatch, serde_
     Ok(WindowBatch { event, unreadable })
 }
 
-fn string<'a>(
-    image: &'a HashMap<String, AttributeValue>,
-    name: &'static str,
-) -> Result<&'a str, Skip> {
-    match image.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s),
-        _ => Err(Skip::Undecodable(name)),
-    }
+/// A stream record read for counting: its padded sequence number, the event (decoded with the
+/// stored event's one definition; `data` skipped) and the time it is counted under.
+struct Read {
+    seq: String,
+    event: StoredEvent<'static, IgnoredAny>,
+    at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Reads what counting needs from a stream record.
-fn counted(record: &EventRecord) -> Result<CountedEvent<'_>, Skip> {
+/// Reads what counting needs from a stream record, taking its image (uncopied).
+fn counted(record: &mut EventRecord) -> Result<Read, Skip> {
     if record.event_name != "INSERT" {
         return Err(Skip::NotInsert);
     }
-    let image = record.change.new_image.inner();
     let seq = record
         .change
         .sequence_number
         .as_deref()
         .and_then(sequence::padded)
         .ok_or(Skip::Undecodable("sequence number"))?;
-    let kind = string(image, "type")?;
-    let environment = string(image, "environment")?;
-    let timestamp = telemetry_shared::time::parse(string(image, "timestamp")?)
-        .ok_or(Skip::Undecodable("timestamp"))?;
-    let received_at = telemetry_shared::time::parse(string(image, "receivedAt")?)
-        .ok_or(Skip::Undecodable("receivedAt"))?;
-    Ok(CountedEvent {
-        seq,
-        environment,
-        kind,
-        at: count::counted_time(timestamp, received_at),
-    })
+    let image = std::mem::take(&mut record.change.new_image);
+    let event = event_table::from_image::<IgnoredAny>(image)
+        .map_err(|_| Skip::Undecodable("a stored event"))?;
+    // No `check`: store checked the record before writing it (and the times are parsed here).
+    let time = |t: &str| telemetry_shared::time::parse(t).ok_or(Skip::Undecodable("timestamp"));
+    let at = count::counted_time(time(&event.timestamp)?, time(&event.received_at)?);
+    Ok(Read { seq, event, at })
 }
 
 /// A batch turned into counter updates: the pure part of post-process.
-pub struct Aggregated<'a> {
+pub struct Aggregated {
     /// INSERT records counted.
     pub counted: usize,
     /// One update per partial counter.
     pub updates: Vec<count::CounterUpdate>,
     /// Padded sequence number → the stream's own, to report failures.
-    original: HashMap<String, &'a str>,
+    original: HashMap<String, String>,
     /// Records that are not INSERTs.
     pub not_inserts: usize,
     /// Records that cannot be counted: (sequence number, why), e.g. a missing attribute, or a
     /// panic while reading it.
-    pub undecodable: Vec<(Option<&'a str>, &'static str)>,
+    pub undecodable: Vec<(Option<String>, &'static str)>,
 }
 
-/// Reads a batch's records and aggregates them per partial counter.
-pub fn aggregate(records: &[EventRecord]) -> Aggregated<'_> {
-    let mut events = Vec::with_capacity(records.len());
-    let mut original: HashMap<String, &str> = HashMap::with_capacity(records.len());
+/// Reads a batch's records (taking their images) and aggregates them per partial counter.
+pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
+    let mut read = Vec::with_capacity(records.len());
+    let mut original: HashMap<String, String> = HashMap::with_capacity(records.len());
     let (mut not_inserts, mut undecodable) = (0, Vec::new());
     for r in records {
         // A panic on one record's values (a bug) must not fail the batch: see the module docs.
-        let read = catch_unwind(AssertUnwindSafe(|| counted(r))).unwrap_or(Err(Skip::Undecodable(
-            "a readable record (counting it panicked)",
-        )));
-        match read {
+        let result = catch_unwind(AssertUnwindSafe(|| counted(r))).unwrap_or(Err(
+            Skip::Undecodable("a readable record (counting it panicked)"),
+        ));
+        let seq = r.change.sequence_number.clone();
+        match result {
             Ok(e) => {
-                if let Some(seq) = r.change.sequence_number.as_deref() {
+                if let Some(seq) = seq {
                     original.insert(e.seq.clone(), seq);
                 }
-                events.push(e);
+                read.push(e);
             }
             Err(Skip::NotInsert) => not_inserts += 1,
-            Err(Skip::Undecodable(what)) => {
-                undecodable.push((r.change.sequence_number.as_deref(), what));
-            }
+            Err(Skip::Undecodable(what)) => undecodable.push((seq, what)),
         }
     }
+    let events: Vec<CountedEvent<'_>> = read
+        .iter()
+        .map(|r| CountedEvent {
+            seq: r.seq.clone(),
+            environment: &r.event.environment,
+            kind: &r.event.kind,
+            at: r.at,
+        })
+        .collect();
     Aggregated {
         counted: events.len(),
         updates: count::aggregate(&events),
@@ -196,10 +198,10 @@ impl<C: CountStore> PostProcess<C> {
     /// reported as failed (Lambda retries them; the watermark keeps them exactly once).
     pub async fn handle(
         &self,
-        event: &TimeWindowEvent,
+        event: TimeWindowEvent,
         deadline: Deadline,
     ) -> TimeWindowEventResponse {
-        self.handle_batch(event, &[], deadline).await
+        self.handle_batch(event, Vec::new(), deadline).await
     }
 
     /// Handles an invocation payload as Lambda delivers it (see [`read_window`]).
@@ -210,18 +212,18 @@ impl<C: CountStore> PostProcess<C> {
     ) -> Result<TimeWindowEventResponse, serde_json::Error> {
         let batch = read_window(payload)?;
         Ok(self
-            .handle_batch(&batch.event, &batch.unreadable, deadline)
+            .handle_batch(batch.event, batch.unreadable, deadline)
             .await)
     }
 
     async fn handle_batch(
         &self,
-        event: &TimeWindowEvent,
-        unreadable: &[Option<String>],
+        mut event: TimeWindowEvent,
+        unreadable: Vec<Option<String>>,
         deadline: Deadline,
     ) -> TimeWindowEventResponse {
         let mut metrics = Metrics::new("post-process");
-        for seq in unreadable {
+        for seq in &unreadable {
             tracing::error!(sequence_number = ?seq, "stream record skipped: not a DynamoDB stream record");
         }
         if !unreadable.is_empty() {
@@ -229,7 +231,7 @@ impl<C: CountStore> PostProcess<C> {
         }
         // Lambda requires a state in every window response; `{}` is the empty one.
         let mut response = TimeWindowEventResponse::default();
-        let records = &event.dynamo_db_event.records;
+        let records = &mut event.dynamo_db_event.records;
         metrics.add(Metric::BatchSize, (records.len() + unreadable.len()) as u64);
         let Some(shard) = event.time_window_properties.shard_id.as_deref() else {
             // Without the shard id the counters cannot be kept exactly once: refuse to count
@@ -369,7 +371,7 @@ mod tests {
                 r.change.sequence_number = Some((first + i).to_string());
                 r.change
                     .new_image
-                    .insert("type".into(), AttributeValue::S(t.into()));
+                    .insert("type".into(), serde_dynamo::AttributeValue::S(t.into()));
                 r
             })
             .collect();
@@ -380,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn fixture_counts_inserts_under_their_time_and_skips_modifies() {
         let h = PostProcess::new(MemoryCounts::default());
-        let r = h.handle(&fixture(), ample()).await;
+        let r = h.handle(fixture(), ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(r.time_window_event_response_properties.state.is_empty());
         assert_eq!(
@@ -402,13 +404,13 @@ mod tests {
     async fn replayed_and_bisected_batches_never_count_twice() {
         let h = PostProcess::new(MemoryCounts::default());
         let whole = batch("shard-a", 1000, 10, "t");
-        h.handle(&whole, ample()).await;
-        h.handle(&whole, ample()).await;
+        h.handle(whole.clone(), ample()).await;
+        h.handle(whole.clone(), ample()).await;
         let (mut first, mut second) = (whole.clone(), whole.clone());
         first.dynamo_db_event.records.truncate(5);
         second.dynamo_db_event.records.drain(..5);
-        h.handle(&second, ample()).await;
-        h.handle(&first, ample()).await;
+        h.handle(second, ample()).await;
+        h.handle(first, ample()).await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 10);
         assert_eq!(total(&h, "prod#*#minute", "2026-11-26T13:40:00Z"), 10);
     }
@@ -417,19 +419,19 @@ mod tests {
     async fn shards_with_overlapping_sequence_numbers_count_apart() {
         let h = PostProcess::new(MemoryCounts::default());
         // Same sequence range on two shards (DynamoDB numbers per shard), interleaved.
-        h.handle(&batch("shard-a", 100, 5, "t"), ample()).await;
-        h.handle(&batch("shard-b", 100, 5, "t"), ample()).await;
-        h.handle(&batch("shard-a", 103, 5, "t"), ample()).await; // 103..=107: 105..=107 are new
-        h.handle(&batch("shard-b", 100, 5, "t"), ample()).await; // all seen
+        h.handle(batch("shard-a", 100, 5, "t"), ample()).await;
+        h.handle(batch("shard-b", 100, 5, "t"), ample()).await;
+        h.handle(batch("shard-a", 103, 5, "t"), ample()).await; // 103..=107: 105..=107 are new
+        h.handle(batch("shard-b", 100, 5, "t"), ample()).await; // all seen
         assert_eq!(total(&h, "prod#t#hour", "2026-11-26T13:00:00Z"), 13);
     }
 
     #[tokio::test]
     async fn a_rotated_shard_starts_its_own_counters() {
         let h = PostProcess::new(MemoryCounts::default());
-        h.handle(&batch("parent", 500, 3, "t"), ample()).await;
+        h.handle(batch("parent", 500, 3, "t"), ample()).await;
         // The child shard's numbers may be lower than the parent's last one.
-        h.handle(&batch("child", 200, 3, "t"), ample()).await;
+        h.handle(batch("child", 200, 3, "t"), ample()).await;
         assert_eq!(total(&h, "prod#t#day", "2026-11-26T00:00:00Z"), 6);
     }
 
@@ -438,7 +440,7 @@ mod tests {
         let h = PostProcess::new(MemoryCounts::default());
         let mut e = fixture();
         e.time_window_properties.shard_id = None;
-        let r = h.handle(&e, ample()).await;
+        let r = h.handle(e, ample()).await;
         assert_eq!(r.batch_item_failures.len(), 1);
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }
@@ -494,7 +496,7 @@ mod tests {
         let mut e = fixture();
         e.dynamo_db_event.records.clear();
         e.time_window_properties.is_final_invoke_for_window = true;
-        let r = h.handle(&e, ample()).await;
+        let r = h.handle(e, ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(h.counts.counters.lock().unwrap().is_empty());
     }

@@ -4,6 +4,7 @@
 //! re-sent or redelivered event overwrites itself. The global secondary index [`TIME_INDEX`]
 //! (`pk`, `timestamp`) serves time-ordered reads. `data` is a JSON string attribute.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -39,78 +40,71 @@ pub fn sort_key(id: &str) -> String {
     format!("EVT#{id}")
 }
 
-/// The `events` table item of an event (TTL `expiresAt` = receive time + `ttl_secs`).
-pub fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
-    let s = |v: &str| AttributeValue::S(v.to_owned());
-    let mut item = HashMap::with_capacity(14);
-    item.insert("pk".into(), AttributeValue::S(partition_key(&e.user_id)));
-    item.insert("sk".into(), AttributeValue::S(sort_key(&e.id)));
-    item.insert(
-        "schemaVersion".into(),
-        AttributeValue::N(e.schema_version.to_string()),
-    );
-    item.insert("id".into(), s(&e.id));
-    item.insert("type".into(), s(&e.kind));
-    item.insert("userId".into(), s(&e.user_id));
-    item.insert("timestamp".into(), s(&e.timestamp));
-    item.insert("receivedAt".into(), s(&e.received_at));
-    item.insert("environment".into(), s(&e.environment));
-    if let Some(v) = &e.origin {
-        item.insert("origin".into(), s(v));
-    }
-    if let Some(v) = &e.session_id {
-        item.insert("sessionId".into(), s(v));
-    }
-    if let Some(data) = e.data {
-        item.insert("data".into(), s(data.get()));
-    }
-    if let Some(ttl) = ttl_secs
-        && let Some(received) = crate::time::parse(&e.received_at)
-    {
-        // From the receive time, never the store time: a redelivered record must produce an
-        // identical item, or DynamoDB would emit a MODIFY for it.
-        item.insert(
-            "expiresAt".into(),
-            AttributeValue::N((received.timestamp() + ttl).to_string()),
-        );
-    }
-    item
+/// An `events` item: the stored event's own fields — [`StoredEvent`]'s serde attributes are
+/// their one definition, here as in Kinesis records — with `data` as a string attribute holding
+/// its JSON text (DynamoDB maps refuse nesting beyond 32 levels and numbers beyond 38 digits,
+/// which JSON allows), plus the keys and the TTL. The table's stream images are these items too.
+/// (Read back straight into a [`StoredEvent`], which ignores the keys and the TTL.)
+#[derive(Serialize)]
+struct Item<'a> {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    event: StoredEvent<'a, Cow<'a, str>>,
+    #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
-/// Reads an item back into a [`StoredEvent`] borrowing the item's strings.
-pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredEvent<'_>, String> {
-    let s = |k: &str| -> Result<&str, String> {
-        match item.get(k) {
-            Some(AttributeValue::S(v)) => Ok(v.as_str()),
-            _ => Err(format!("item lacks string attribute `{k}`")),
-        }
-    };
-    let opt = |k: &str| match item.get(k) {
-        Some(AttributeValue::S(v)) => Some(v.as_str().into()),
-        _ => None,
-    };
-    let schema_version = match item.get("schemaVersion") {
-        Some(AttributeValue::N(n)) => n.parse().map_err(|_| "bad schemaVersion".to_string())?,
-        _ => return Err("item lacks schemaVersion".into()),
-    };
-    let data = match item.get("data") {
-        Some(AttributeValue::S(text)) => {
-            Some(serde_json::from_str::<&RawValue>(text).map_err(|e| format!("bad data: {e}"))?)
-        }
-        _ => None,
-    };
-    Ok(StoredEvent {
-        schema_version,
-        id: s("id")?.into(),
-        kind: s("type")?.into(),
-        user_id: s("userId")?.into(),
-        timestamp: s("timestamp")?.into(),
-        received_at: s("receivedAt")?.into(),
-        environment: s("environment")?.into(),
-        origin: opt("origin"),
-        session_id: opt("sessionId"),
-        data,
-    })
+/// A stored event read back from DynamoDB (an item or a stream image): owned, `data` as text.
+pub type StoredItem = StoredEvent<'static, Cow<'static, str>>;
+
+fn item_of<'a>(e: &StoredEvent<'a>, ttl_secs: Option<i64>) -> Item<'a> {
+    // From the receive time, never the store time: a redelivered record must produce an
+    // identical item, or DynamoDB would emit a MODIFY for it.
+    let expires_at = ttl_secs.and_then(|ttl| {
+        crate::time::parse(&e.received_at).map(|received| received.timestamp() + ttl)
+    });
+    Item {
+        pk: partition_key(&e.user_id),
+        sk: sort_key(&e.id),
+        event: e.clone().map_data(|d| Cow::Borrowed(d.get())),
+        expires_at,
+    }
+}
+
+/// The `events` table item of an event (TTL `expiresAt` = receive time + `ttl_secs`).
+pub fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
+    // Strings and integers only: serde_dynamo cannot fail on them.
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(item_of(e, ttl_secs))
+        .expect("a stored event is a DynamoDB item")
+}
+
+/// The same item as the table's stream shows it (`NewImage` of a Lambda stream record).
+pub fn to_image(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> serde_dynamo::Item {
+    serde_dynamo::to_item(item_of(e, ttl_secs)).expect("a stored event is a DynamoDB item")
+}
+
+/// Reads an `events` item back (keys and TTL dropped); the error says what does not fit.
+/// Takes the item: its strings move into the event, uncopied.
+pub fn from_item(item: HashMap<String, AttributeValue>) -> Result<StoredItem, String> {
+    serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
+        .map_err(|e| format!("not a stored event: {e}"))
+}
+
+/// Reads a stream image of the `events` table (the same item, in Lambda's event JSON), with
+/// `data` as `D`: its text, or `serde::de::IgnoredAny` where it is not needed.
+pub fn from_image<D: serde::de::DeserializeOwned>(
+    image: serde_dynamo::Item,
+) -> Result<StoredEvent<'static, D>, String> {
+    serde_dynamo::from_item(image).map_err(|e| format!("not a stored event: {e}"))
+}
+
+/// An event read from DynamoDB as the JSON the API answers: the Kinesis encoding, `data` raw.
+pub fn to_json(event: &StoredItem) -> Result<Box<RawValue>, String> {
+    let bytes = crate::record::encode_with_data(event, event.data.as_deref()).data;
+    let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
+    // Validates `data`, which came from storage: it must be JSON to be answered raw.
+    RawValue::from_string(text).map_err(|e| format!("stored data is not JSON: {e}"))
 }
 
 /// The `events` table.
@@ -336,13 +330,12 @@ impl EventReader for EventTable {
                     .expression_attribute_values(":type", AttributeValue::S(kind.clone()));
             }
             let output = request.send().await.map_err(|e| super::store_error(&e))?;
-            for item in output.items() {
-                let event = from_item(item).map_err(StoreError::Refused)?;
-                let raw = serde_json::value::to_raw_value(&event)
-                    .map_err(|e| StoreError::Refused(e.to_string()))?;
-                page.events.push(raw);
-            }
             start = output.last_evaluated_key;
+            for item in output.items.unwrap_or_default() {
+                let event = from_item(item).map_err(StoreError::Refused)?;
+                page.events
+                    .push(to_json(&event).map_err(StoreError::Refused)?);
+            }
             if start.is_none() || page.events.len() >= q.limit {
                 break;
             }
@@ -373,7 +366,7 @@ mod tests {
             environment: Cow::Borrowed("prod"),
             origin: None,
             session_id: Some(Cow::Borrowed("s")),
-            data,
+            data: data.map(crate::event::Data),
         }
     }
 
@@ -406,7 +399,15 @@ mod tests {
         assert_eq!(item["pk"], AttributeValue::S("USER#u1".into()));
         assert_eq!(item["sk"], AttributeValue::S("EVT#e1".into()));
         assert!(item.contains_key("expiresAt"));
-        assert_eq!(from_item(&item).unwrap(), e);
+        // `data` is a string attribute holding the JSON text, not a map.
+        assert_eq!(item["data"], AttributeValue::S(raw.get().into()));
+        let back = from_item(item).unwrap();
+        assert_eq!(back, e.clone().map_data(|d| Cow::Borrowed(d.get())));
+        // And answered as the same JSON the stream carries.
+        assert_eq!(
+            to_json(&back).unwrap().get().as_bytes(),
+            crate::record::encode(&e).data
+        );
     }
 
     fn put(e: &StoredEvent<'_>) -> WriteRequest {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde::{Deserialize, Serialize};
 
 use crate::ports::{RouteSource, RouteStore, StoreError};
 use crate::route::Route;
@@ -25,38 +26,30 @@ impl RouteTableStore {
     }
 }
 
+/// A `routes` item: the route's fields as [`Route`]'s serde attributes define them (the same
+/// names as in the API), plus when it was last written.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    #[serde(flatten)]
+    route: Route,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_at: Option<String>,
+}
+
 fn to_item(r: &Route) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        ("id".to_string(), AttributeValue::S(r.id.clone())),
-        ("match".to_string(), AttributeValue::S(r.pattern.clone())),
-        (
-            "queueUrl".to_string(),
-            AttributeValue::S(r.queue_url.clone()),
-        ),
-        ("enabled".to_string(), AttributeValue::Bool(r.enabled)),
-        (
-            "updatedAt".to_string(),
-            AttributeValue::S(crate::time::format(chrono::Utc::now())),
-        ),
-    ]);
-    if let Some(d) = &r.description {
-        item.insert("description".into(), AttributeValue::S(d.clone()));
-    }
-    item
+    let item = Item {
+        route: r.clone(),
+        updated_at: Some(crate::time::format(chrono::Utc::now())),
+    };
+    // Strings and a bool: serde_dynamo cannot fail on them.
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(item).expect("a route is a DynamoDB item")
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Route> {
-    let s = |k: &str| match item.get(k) {
-        Some(AttributeValue::S(v)) => Some(v.clone()),
-        _ => None,
-    };
-    Some(Route {
-        id: s("id")?,
-        pattern: s("match")?,
-        queue_url: s("queueUrl")?,
-        enabled: matches!(item.get("enabled"), Some(AttributeValue::Bool(true))),
-        description: s("description"),
-    })
+    serde_dynamo::aws_sdk_dynamodb_1::from_item::<Item>(item.clone())
+        .ok()
+        .map(|i| i.route)
 }
 
 impl RouteSource for RouteTableStore {
@@ -111,5 +104,38 @@ impl RouteStore for RouteTableStore {
             .await
             .map_err(|e| super::store_error(&e))?;
         Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_item_round_trips_with_the_apis_field_names() {
+        for description in [None, Some("game events".to_string())] {
+            let route = Route {
+                id: "r1".into(),
+                pattern: "game.*".into(),
+                queue_url: "https://sqs.eu-west-1.amazonaws.com/1/telemetry_q".into(),
+                enabled: false,
+                description,
+            };
+            let item = to_item(&route);
+            assert_eq!(from_item(&item), Some(route.clone()));
+            let api: Vec<String> = serde_json::to_value(&route)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let mut stored: Vec<String> =
+                item.keys().filter(|k| *k != "updatedAt").cloned().collect();
+            stored.sort();
+            let mut api = api;
+            api.sort();
+            assert_eq!(stored, api);
+        }
     }
 }

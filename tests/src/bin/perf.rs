@@ -451,7 +451,7 @@ async fn requests(events: usize) -> Result<Value> {
         .post_process
         .iter()
         .map(|e| {
-            post_process::aggregate(&e.dynamo_db_event.records)
+            post_process::aggregate(&mut e.dynamo_db_event.records.clone())
                 .updates
                 .len() as u64
         })
