@@ -15,7 +15,18 @@ moto's FIFO queues forget a deduplication id once its message is deleted; SQS re
 5 minutes whatever happens to the message. `fifo_deduplication_like_sqs` remembers it, so that a
 consumer that deletes promptly sees what it would see on AWS (no duplicate within 5 minutes).
 
-Usage: python scripts/emulator.py [--host 127.0.0.1] [--port 4566]
+moto's DynamoDB hides behaviours of the real one that the product must handle, so
+`dynamodb_like_aws` brings them back (each is documented by AWS):
+- a new table is CREATING for a while (here `--table-create-seconds`, default 1): DescribeTable
+  says so, its indexes too, its stream is ENABLING, UpdateTimeToLive is refused
+  (ResourceInUseException) and every read or write answers ResourceNotFoundException;
+- TTL is enabled asynchronously: DescribeTimeToLive says ENABLING for as long;
+- Query returns a LastEvaluatedKey whenever it stops at its Limit, even when nothing follows
+  (moto returns one only when another item exists);
+- BatchWriteItem refuses the whole call (ValidationException, nothing written) when one item is
+  over 400 KB, DynamoDB's item size limit (moto writes the items before the large one).
+
+Usage: python scripts/emulator.py [--host 127.0.0.1] [--port 4566] [--table-create-seconds 1]
 """
 
 import argparse
@@ -91,14 +102,165 @@ def fifo_deduplication_like_sqs() -> None:
     models.Queue.add_message = add_message_once
 
 
+# DynamoDB's item size limit, in bytes, as it measures items (`item_size`).
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def attribute_value_size(value: dict) -> int:
+    """Bytes DynamoDB counts for one attribute value (the rules of its developer guide)."""
+    import base64
+
+    (kind, v), = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        digits = v.lstrip("-").replace(".", "").split("e")[0].split("E")[0].strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        return len(base64.b64decode(v))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(x.encode()) for x in v)
+    if kind == "NS":
+        return sum(attribute_value_size({"N": x}) for x in v)
+    if kind == "BS":
+        return sum(len(base64.b64decode(x)) for x in v)
+    if kind == "L":
+        return 3 + sum(1 + attribute_value_size(x) for x in v)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + attribute_value_size(x) for k, x in v.items())
+    return 0
+
+
+def item_size(item: dict) -> int:
+    return sum(len(name.encode()) + attribute_value_size(v) for name, v in item.items())
+
+
+def dynamodb_like_aws(create_seconds: float) -> None:
+    """Tables that take time to create, asynchronous TTL, Limit and item size as on AWS (see the
+    module doc)."""
+    import time
+
+    from moto.dynamodb import models, responses
+    from moto.dynamodb.exceptions import (
+        MockValidationException,
+        ResourceInUseException,
+        ResourceNotFoundException,
+    )
+    from moto.dynamodb.models.table import Table
+    from moto.dynamodbstreams import models as stream_models
+
+    def creating(table) -> bool:
+        return time.monotonic() - table.__dict__.get("_created_at", 0.0) < create_seconds
+
+    create_table = models.DynamoDBBackend.create_table
+
+    def create_table_creating(backend, *args, **kwargs):
+        table = create_table(backend, *args, **kwargs)
+        table._created_at = time.monotonic()
+        return table
+
+    describe = Table.describe
+
+    def describe_creating(table, base_key: str = "TableDescription"):
+        answer = describe(table, base_key)
+        if creating(table):
+            answer[base_key]["TableStatus"] = "CREATING"
+            for index in answer[base_key].get("GlobalSecondaryIndexes", []):
+                index["IndexStatus"] = "CREATING"
+        return answer
+
+    def refused_while_creating(method, tables_of, error):
+        def guarded(handler):
+            for name in tables_of(handler.body):
+                table = handler.dynamodb_backend.tables.get(name)
+                if table is not None and creating(table):
+                    raise error(name)
+            return method(handler)
+
+        return guarded
+
+    not_found = lambda name: ResourceNotFoundException(table_name=name)  # noqa: E731
+    in_use = lambda name: ResourceInUseException(  # noqa: E731
+        f"Attempt to change a resource which is still in use: Table is being created: {name}"
+    )
+    one_table = lambda body: [body.get("TableName", "")]  # noqa: E731
+    request_items = lambda body: list(body.get("RequestItems", {}))  # noqa: E731
+    for name in ("put_item", "get_item", "delete_item", "update_item", "query", "scan"):
+        method = getattr(responses.DynamoHandler, name)
+        setattr(responses.DynamoHandler, name, refused_while_creating(method, one_table, not_found))
+    for name in ("batch_write_item", "batch_get_item"):
+        method = getattr(responses.DynamoHandler, name)
+        setattr(responses.DynamoHandler, name, refused_while_creating(method, request_items, not_found))
+    responses.DynamoHandler.update_time_to_live = refused_while_creating(
+        responses.DynamoHandler.update_time_to_live, one_table, in_use
+    )
+
+    update_ttl = models.DynamoDBBackend.update_time_to_live
+
+    def update_ttl_async(backend, table_name, ttl_spec):
+        update_ttl(backend, table_name, ttl_spec)
+        backend.get_table(table_name)._ttl_set_at = time.monotonic()
+
+    describe_ttl = models.DynamoDBBackend.describe_time_to_live
+
+    def describe_ttl_async(backend, table_name):
+        answer = dict(describe_ttl(backend, table_name))
+        table = backend.get_table(table_name)
+        recent = time.monotonic() - table.__dict__.get("_ttl_set_at", 0.0) < create_seconds
+        if recent and answer.get("TimeToLiveStatus") == "ENABLED":
+            answer["TimeToLiveStatus"] = "ENABLING"
+        return answer
+
+    describe_stream = stream_models.DynamoDBStreamsBackend.describe_stream
+
+    def describe_stream_enabling(backend, arn):
+        answer = describe_stream(backend, arn)
+        if creating(backend._get_table_from_arn(arn)) and answer["StreamStatus"] == "ENABLED":
+            answer["StreamStatus"] = "ENABLING"
+        return answer
+
+    query = Table.query
+
+    def query_stops_at_its_limit(table, hash_key, range_comparison, range_objs, limit, *args, **kwargs):
+        results, scanned, last_key = query(
+            table, hash_key, range_comparison, range_objs, limit, *args, **kwargs
+        )
+        if last_key is None and limit and scanned >= limit and results:
+            index_name = args[3] if len(args) > 3 else kwargs.get("index_name")
+            last_key = table._get_last_evaluated_key(results[-1], index_name)
+        return results, scanned, last_key
+
+    batch_write_item = responses.DynamoHandler.batch_write_item
+
+    def batch_write_item_sized(handler):
+        for requests in handler.body.get("RequestItems", {}).values():
+            for request in requests:
+                item = request.get("PutRequest", {}).get("Item")
+                if item is not None and item_size(item) > MAX_ITEM_BYTES:
+                    raise MockValidationException("Item size has exceeded the maximum allowed size")
+        return batch_write_item(handler)
+
+    models.DynamoDBBackend.create_table = create_table_creating
+    Table.describe = describe_creating
+    models.DynamoDBBackend.update_time_to_live = update_ttl_async
+    models.DynamoDBBackend.describe_time_to_live = describe_ttl_async
+    stream_models.DynamoDBStreamsBackend.describe_stream = describe_stream_enabling
+    Table.query = query_stops_at_its_limit
+    responses.DynamoHandler.batch_write_item = batch_write_item_sized
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument("--table-create-seconds", type=float, default=1.0)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fast_sqs_attributes()
     fifo_deduplication_like_sqs()
+    dynamodb_like_aws(args.table_create_seconds)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,

@@ -15,6 +15,47 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::batch::MAX_BODY_BYTES;
 
+/// Most bytes a list answer's items may take in the Lambda invoke response. Lambda refuses a
+/// response over 6 MB (API Gateway then answers 5xx), and the body travels escaped inside the
+/// response's JSON (`"` becomes `\"`, a control character `\u00XX`), so a page of quote-heavy
+/// events is up to twice its own size there: pages stop at 5 MiB of that, leaving room for the
+/// envelope, and their cursor goes on from there. Every list API pages under it.
+pub const MAX_LIST_RESPONSE_BYTES: usize = 5 * 1024 * 1024;
+
+/// The bytes `text` takes once escaped into a JSON string (the invoke response's `body`).
+pub fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// What is left of a list answer's [`MAX_LIST_RESPONSE_BYTES`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseBudget {
+    left: usize,
+}
+
+impl ResponseBudget {
+    /// A budget of `bytes` (as counted by [`escaped_len`]).
+    pub fn new(bytes: usize) -> Self {
+        Self { left: bytes }
+    }
+
+    /// Takes room for one more list item (its JSON and a separator) if it fits.
+    pub fn take(&mut self, item_json: &str) -> bool {
+        let needed = escaped_len(item_json) + 1;
+        if needed > self.left {
+            return false;
+        }
+        self.left -= needed;
+        true
+    }
+}
+
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -231,6 +272,18 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn the_response_budget_counts_escaped_bytes() {
+        assert_eq!(escaped_len(r#"{"a":"\""}"#), 10 + 6);
+        assert_eq!(escaped_len("é\u{1}"), 2 + 6);
+        let mut budget = ResponseBudget::new(10);
+        assert!(budget.take("\"\"")); // 4 escaped + 1
+        assert!(!budget.take("abcdef")); // 7 > 5 left
+        assert!(budget.take("abc")); // 4: one byte left
+        assert!(budget.take(""));
+        assert!(!budget.take(""));
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -109,6 +109,9 @@ pub struct EventQuery {
     pub limit: usize,
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
+    /// Most bytes the page's events may take in the response, escaped
+    /// ([`crate::http::MAX_LIST_RESPONSE_BYTES`]; see [`crate::http::ResponseBudget`]).
+    pub max_bytes: usize,
 }
 
 /// One page of events.

@@ -43,6 +43,22 @@ impl DynamoStreamSource {
             .and_then(|t| t.latest_stream_arn())
             .with_context(|| format!("table {table} has no stream"))?
             .to_string();
+        // A new table's stream is ENABLING for a while, as the table is CREATING.
+        super::resources::wait_until_ready(&format!("the stream of table {table}"), || async {
+            let out = client
+                .describe_stream()
+                .stream_arn(&arn)
+                .send()
+                .await
+                .with_context(|| format!("describing stream {arn}"))?;
+            let status = out
+                .stream_description()
+                .and_then(|d| d.stream_status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            Ok((status != "ENABLED").then_some(status))
+        })
+        .await?;
         Ok(Self { client, arn })
     }
 }

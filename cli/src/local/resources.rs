@@ -2,6 +2,12 @@
 //!
 //! The shapes match `template.yaml`: the `events` table keyed (pk, sk) with the `byTime` global
 //! index and a `NEW_IMAGE` stream; `counts` keyed (pk, sk); `routes` keyed by `id`.
+//!
+//! As on AWS, a table is usable only once it is ACTIVE (a new one is CREATING for a while, and
+//! answers ResourceNotFoundException until then), and TTL is enabled asynchronously: every step
+//! waits for what it needs and says, by name, what did not become ready. Each step stands on its
+//! own (TTL is enabled whenever it is not, not only right after creating the table), so a start
+//! that failed halfway is completed by the next.
 
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::{
@@ -10,6 +16,34 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 use telemetry_shared::aws::event_table::TIME_INDEX;
+
+/// How long a resource may take to become ready before `telemetry local` gives up on it.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often readiness is asked.
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Polls `status` until it answers `None` (ready); `Some(state)` is the state it is still in.
+/// Fails after [`READY_TIMEOUT`], naming `what` and its last state.
+pub async fn wait_until_ready<F, Fut>(what: &str, mut status: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        let state = match status().await? {
+            None => return Ok(()),
+            Some(state) => state,
+        };
+        if started.elapsed() >= READY_TIMEOUT {
+            anyhow::bail!(
+                "{what} is not ready after {} s (still {state})",
+                READY_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
 
 /// Names of everything the stack uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +95,7 @@ pub async fn ensure_stream(
     {
         return Err(e).with_context(|| format!("creating stream {name}"));
     }
-    for _ in 0..100 {
+    wait_until_ready(&format!("stream {name}"), || async {
         let summary = client
             .describe_stream_summary()
             .stream_name(name)
@@ -70,13 +104,11 @@ pub async fn ensure_stream(
             .with_context(|| format!("describing stream {name}"))?;
         let status = summary
             .stream_description_summary()
-            .map(|s| s.stream_status().as_str().to_string());
-        if status.as_deref() == Some("ACTIVE") {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("stream {name} did not become ACTIVE")
+            .map(|s| s.stream_status().as_str().to_string())
+            .unwrap_or_default();
+        Ok((status != "ACTIVE").then_some(status))
+    })
+    .await
 }
 
 fn attr(name: &str) -> AttributeDefinition {
@@ -98,22 +130,80 @@ fn key(name: &str, key_type: KeyType) -> KeySchemaElement {
 async fn create_table(
     request: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
     name: &str,
-) -> Result<bool> {
+) -> Result<()> {
     match request
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(_) => Ok(()),
+        // It exists (or is being created): the steps after this one complete it.
         Err(e)
             if e.as_service_error()
                 .is_some_and(|se| se.is_resource_in_use_exception()) =>
         {
-            Ok(false)
+            Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("creating table {name}")),
     }
+}
+
+/// Waits until `table` and every index of it are ACTIVE.
+pub async fn wait_for_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    wait_until_ready(&format!("table {table}"), || async {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .with_context(|| format!("describing table {table}"))?;
+        let Some(t) = out.table() else {
+            return Ok(Some("not described".into()));
+        };
+        let status = t.table_status().map(|s| s.as_str()).unwrap_or("unknown");
+        if status != "ACTIVE" {
+            return Ok(Some(status.to_string()));
+        }
+        for index in t.global_secondary_indexes() {
+            let status = index
+                .index_status()
+                .map(|s| s.as_str())
+                .unwrap_or("unknown");
+            if status != "ACTIVE" {
+                let name = index.index_name().unwrap_or("?");
+                return Ok(Some(format!("ACTIVE, its index {name} {status}")));
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Enables TTL on `attribute` unless it is enabled (or being enabled), then waits for ENABLED.
+async fn ensure_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> Result<()> {
+    let ttl_status = || async {
+        let out = client
+            .describe_time_to_live()
+            .table_name(table)
+            .send()
+            .await
+            .with_context(|| format!("describing TTL of {table}"))?;
+        Ok::<_, anyhow::Error>(
+            out.time_to_live_description()
+                .and_then(|d| d.time_to_live_status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "DISABLED".into()),
+        )
+    };
+    if !matches!(ttl_status().await?.as_str(), "ENABLED" | "ENABLING") {
+        enable_ttl(client, table, attribute).await?;
+    }
+    wait_until_ready(&format!("TTL of table {table}"), || async {
+        let status = ttl_status().await?;
+        Ok((status != "ENABLED").then_some(status))
+    })
+    .await
 }
 
 async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> Result<()> {
@@ -133,7 +223,7 @@ async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &
     Ok(())
 }
 
-/// Creates the three tables unless they exist.
+/// Creates the three tables unless they exist, and waits until they are ACTIVE with TTL enabled.
 pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNames) -> Result<()> {
     let events = client
         .create_table()
@@ -162,23 +252,29 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNa
                 .build()
                 .expect("fields set"),
         );
-    if create_table(events, &names.events_table).await? {
-        enable_ttl(client, &names.events_table, "expiresAt").await?;
-    }
+    create_table(events, &names.events_table).await?;
     let counts = client
         .create_table()
         .attribute_definitions(attr("pk"))
         .attribute_definitions(attr("sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range));
-    if create_table(counts, &names.counts_table).await? {
-        enable_ttl(client, &names.counts_table, "expiresAt").await?;
-    }
+    create_table(counts, &names.counts_table).await?;
     let routes = client
         .create_table()
         .attribute_definitions(attr("id"))
         .key_schema(key("id", KeyType::Hash));
     create_table(routes, &names.routes_table).await?;
+    // Created together, then waited for: the tables become ACTIVE in parallel.
+    for table in [
+        &names.events_table,
+        &names.counts_table,
+        &names.routes_table,
+    ] {
+        wait_for_table(client, table).await?;
+    }
+    ensure_ttl(client, &names.events_table, "expiresAt").await?;
+    ensure_ttl(client, &names.counts_table, "expiresAt").await?;
     Ok(())
 }
 

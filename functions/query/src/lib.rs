@@ -335,6 +335,7 @@ pub fn events_query(
         kind,
         limit,
         cursor: api::query(req, "cursor").map(str::to_string),
+        max_bytes: api::MAX_LIST_RESPONSE_BYTES,
     })
 }
 

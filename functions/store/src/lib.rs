@@ -7,7 +7,7 @@
 
 use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::KinesisEventResponse;
-use telemetry_shared::aws::event_table::EventTable;
+use telemetry_shared::aws::event_table::{self, EventTable};
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::event::StoredEvent;
 use telemetry_shared::metrics::{Metric, Metrics};
@@ -54,6 +54,17 @@ impl<S: EventStore> Store<S> {
         let mut sequence_numbers: Vec<&str> = Vec::with_capacity(event.records.len());
         for r in &event.records {
             match record::decode(&r.kinesis.data) {
+                Ok(e) if too_large_for_dynamodb(r.kinesis.data.len(), &e) => {
+                    // One such item fails its whole BatchWriteItem and blocks its neighbours
+                    // until Lambda bisects down to it; it can never be written. (Only something
+                    // other than ingest, whose events are at most 64 KiB, can put it here.)
+                    tracing::error!(
+                        sequence_number = %r.kinesis.sequence_number,
+                        bytes = r.kinesis.data.len(),
+                        "record skipped: its item would exceed DynamoDB's 400 KB"
+                    );
+                    metrics.rejected("oversized");
+                }
                 Ok(e) => {
                     events.push(e);
                     sequence_numbers.push(&r.kinesis.sequence_number);
@@ -99,6 +110,13 @@ impl<S: EventStore> Store<S> {
         metrics.flush();
         response
     }
+}
+
+/// Whether `event`'s item would exceed DynamoDB's item limit; measured only for records near it.
+fn too_large_for_dynamodb(record_bytes: usize, event: &StoredEvent<'_>) -> bool {
+    record_bytes + event_table::ITEM_OVER_RECORD_BYTES > event_table::MAX_ITEM_BYTES
+        // The TTL attribute counted too, whatever the configuration.
+        && event_table::item_size(&event_table::to_item(event, Some(0))) > event_table::MAX_ITEM_BYTES
 }
 
 /// Builds the production handler.

@@ -72,6 +72,54 @@ fn item_of<'a>(e: &StoredEvent<'a>, ttl_secs: Option<i64>) -> Item<'a> {
     }
 }
 
+/// DynamoDB's limit on one item, as it measures items ([`item_size`]).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// An upper bound of how much larger an event's item is than its Kinesis record (the keys, the
+/// TTL; every other attribute is shorter than its JSON member): records shorter than
+/// `MAX_ITEM_BYTES - ITEM_OVER_RECORD_BYTES` need no measuring.
+pub const ITEM_OVER_RECORD_BYTES: usize = 256;
+
+/// The size DynamoDB counts for an item: each attribute's name (UTF-8 bytes) plus its value
+/// (strings their UTF-8 bytes, numbers about one byte per two significant digits plus one,
+/// lists and maps 3 bytes plus their elements).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => {
+            let digits = n
+                .trim_start_matches('-')
+                .split(['e', 'E'])
+                .next()
+                .unwrap_or("")
+                .replace('.', "");
+            digits.trim_matches('0').len().div_ceil(2) + 1
+        }
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v
+            .iter()
+            .map(|n| value_size(&AttributeValue::N(n.clone())))
+            .sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| k.len() + 1 + value_size(e))
+                .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
 /// The `events` table item of an event (TTL `expiresAt` = receive time + `ttl_secs`).
 pub fn to_item(e: &StoredEvent<'_>, ttl_secs: Option<i64>) -> HashMap<String, AttributeValue> {
     // Strings and integers only: serde_dynamo cannot fail on them.
@@ -297,6 +345,14 @@ fn decode_cursor(cursor: &str, pk: &str) -> Result<HashMap<String, AttributeValu
 /// Queries a page at most this many times to fill it when a type filter skips items.
 const MAX_QUERY_ROUNDS: usize = 5;
 
+/// The index keys of an item: where a page that ends at it goes on.
+fn page_key(item: &HashMap<String, AttributeValue>) -> HashMap<String, AttributeValue> {
+    ["pk", "sk", "timestamp"]
+        .into_iter()
+        .filter_map(|k| item.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect()
+}
+
 impl EventReader for EventTable {
     async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
         let pk = partition_key(&q.user_id);
@@ -306,10 +362,15 @@ impl EventReader for EventTable {
             .map(|c| decode_cursor(c, &pk))
             .transpose()?;
         let mut page = EventPage::default();
+        let mut budget = crate::http::ResponseBudget::new(q.max_bytes);
+        // Where the page ends when it stops before the query did (limit or bytes reached).
+        let mut stopped_after: Option<HashMap<String, AttributeValue>> = None;
+        let mut ended = false;
         // Bounds that include every canonical timestamp ("~" sorts after every digit).
         let from = q.from.clone().unwrap_or_else(|| "0000".into());
         let to = q.to.clone().unwrap_or_else(|| "~".into());
         for _ in 0..MAX_QUERY_ROUNDS {
+            let wanted = q.limit - page.events.len();
             let mut request = self
                 .client
                 .query()
@@ -321,7 +382,10 @@ impl EventReader for EventTable {
                 .expression_attribute_values(":from", AttributeValue::S(from.clone()))
                 .expression_attribute_values(":to", AttributeValue::S(to.clone()))
                 .scan_index_forward(false)
-                .limit(i32::try_from(q.limit - page.events.len()).unwrap_or(i32::MAX))
+                // One more than wanted: whether anything follows is then seen, not guessed from
+                // a LastEvaluatedKey (DynamoDB returns one whenever a query stops at its Limit,
+                // even when nothing is left).
+                .limit(i32::try_from(wanted + 1).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take());
             if let Some(kind) = &q.kind {
                 request = request
@@ -332,15 +396,28 @@ impl EventReader for EventTable {
             let output = request.send().await.map_err(|e| super::store_error(&e))?;
             start = output.last_evaluated_key;
             for item in output.items.unwrap_or_default() {
-                let event = from_item(item).map_err(StoreError::Refused)?;
-                page.events
-                    .push(to_json(&event).map_err(StoreError::Refused)?);
+                let key = page_key(&item);
+                let json = from_item(item)
+                    .and_then(|event| to_json(&event))
+                    .map_err(StoreError::Refused)?;
+                let full = page.events.len() == q.limit;
+                // A page holds at least one event, however large (one is far below the budget).
+                if full || (!budget.take(json.get()) && !page.events.is_empty()) {
+                    ended = true;
+                    break;
+                }
+                page.events.push(json);
+                stopped_after = Some(key);
             }
-            if start.is_none() || page.events.len() >= q.limit {
+            if ended || start.is_none() {
                 break;
             }
         }
-        page.cursor = start.as_ref().and_then(encode_cursor);
+        page.cursor = if ended {
+            stopped_after.as_ref().and_then(encode_cursor)
+        } else {
+            start.as_ref().and_then(encode_cursor)
+        };
         Ok(page)
     }
 }
@@ -389,6 +466,27 @@ mod tests {
             ks.dedup();
             assert_eq!(ks.len(), call.len());
         }
+    }
+
+    #[test]
+    fn item_size_counts_as_dynamodb_does() {
+        let item = HashMap::from([
+            ("s".to_string(), AttributeValue::S("héllo".into())),
+            ("n".to_string(), AttributeValue::N("-1234.500".into())),
+            ("b".to_string(), AttributeValue::Bool(true)),
+            (
+                "l".to_string(),
+                AttributeValue::L(vec![AttributeValue::S("ab".into())]),
+            ),
+        ]);
+        // 1+6, 1+(5 significant digits, 12345: 3+1), 1+1, 1+(3+1+2)
+        assert_eq!(item_size(&item), 7 + 5 + 2 + 7);
+        // An event's item is never much larger than its record (the bound store relies on).
+        let raw = RawValue::from_string(format!(r#"{{"p":"{}"}}"#, "\\\"".repeat(100))).unwrap();
+        let (user, id) = ("u".repeat(128), "i".repeat(64));
+        let e = event(&user, &id, Some(&raw));
+        let record = crate::record::encode(&e).data.len();
+        assert!(item_size(&to_item(&e, Some(i64::MAX / 2))) <= record + ITEM_OVER_RECORD_BYTES);
     }
 
     #[test]
