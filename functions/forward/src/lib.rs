@@ -24,12 +24,19 @@ use telemetry_shared::delivery::{MAX_SQS_BYTES, QueueMessage, plan_batches};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{QueueSink, RouteSource, SendError, StoreError};
 use telemetry_shared::record;
-use telemetry_shared::retry::{Backoff, Deadline};
+use telemetry_shared::retry::{Attempt, Deadline, RetryPolicy, retry};
 use telemetry_shared::route::RouteTable;
 use tokio::time::Instant;
 
 /// Attempts per batch before retryable failures are reported to Lambda.
 pub const SEND_ATTEMPTS: u32 = 3;
+/// SendMessageBatch: failed entries again, 50 ms doubling to 500 ms, [`SEND_ATTEMPTS`] attempts
+/// (then Lambda re-delivers the batch).
+pub const SEND_RETRIES: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(50),
+    cap: Duration::from_millis(500),
+    max_attempts: Some(SEND_ATTEMPTS),
+};
 /// Queues sent to at once.
 pub const CONCURRENT_QUEUES: usize = 8;
 
@@ -340,37 +347,53 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             ));
         }
         // Batches of one queue go in order (FIFO groups keep their order).
+        let outcomes = std::sync::Mutex::new(outcomes);
         for batch in batches {
-            let mut pending = batch;
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-            loop {
-                let sending: Vec<&QueueMessage> = pending.iter().map(|&i| messages[i]).collect();
-                let call = self.queues.send_batch(queue, &sending);
-                let results = match tokio::time::timeout(deadline.remaining(), call).await {
-                    Ok(results) => results,
-                    Err(_) => sending.iter().map(|_| Err(late())).collect(),
-                };
-                let mut retry = Vec::new();
-                for (&i, result) in pending.iter().zip(results) {
-                    outcomes[i] = match result {
-                        Ok(()) => Outcome::Delivered,
-                        Err(SendError::Permanent(reason)) => Outcome::Dead(reason),
-                        Err(SendError::Retryable(reason)) => {
-                            retry.push(i);
-                            Outcome::Retry(reason)
+            let done = retry(
+                SEND_RETRIES,
+                deadline,
+                batch,
+                Vec::len,
+                || "invocation deadline reached".to_string(),
+                |pending: Vec<usize>| {
+                    let outcomes = &outcomes;
+                    async move {
+                        let sending: Vec<&QueueMessage> =
+                            pending.iter().map(|&i| messages[i]).collect();
+                        let results = self.queues.send_batch(queue, &sending).await;
+                        let mut outcomes = outcomes.lock().expect("outcomes lock");
+                        let mut again = Vec::new();
+                        let mut why = String::new();
+                        for (&i, result) in pending.iter().zip(results) {
+                            outcomes[i] = match result {
+                                Ok(()) => Outcome::Delivered,
+                                Err(SendError::Permanent(reason)) => Outcome::Dead(reason),
+                                Err(SendError::Retryable(reason)) => {
+                                    again.push(i);
+                                    why.clone_from(&reason);
+                                    Outcome::Retry(reason)
+                                }
+                            };
                         }
-                    };
+                        if again.is_empty() {
+                            Attempt::Done
+                        } else {
+                            Attempt::Retry(again, why)
+                        }
+                    }
+                },
+            )
+            .await;
+            retried += done.retried;
+            // What is left (retries used up, or an attempt cut by the deadline) stays retryable.
+            if let Some((left, reason)) = done.left {
+                let mut outcomes = outcomes.lock().expect("outcomes lock");
+                for i in left {
+                    outcomes[i] = Outcome::Retry(reason.clone());
                 }
-                if retry.is_empty() || backoff.attempts() + 1 >= SEND_ATTEMPTS {
-                    break;
-                }
-                if !deadline.sleep(backoff.next_delay()).await {
-                    break;
-                }
-                retried += retry.len();
-                pending = retry;
             }
         }
+        let outcomes = outcomes.into_inner().expect("outcomes lock");
         (outcomes, retried)
     }
 

@@ -19,7 +19,7 @@ use crate::event::StoredEvent;
 use crate::ports::{
     EventPage, EventQuery, EventReader, EventStore, ReadError, StoreError, WriteOutcome,
 };
-use crate::retry::{Backoff, Deadline};
+use crate::retry::{Attempt, Deadline, RetryPolicy, retry};
 
 /// Most items in one `BatchWriteItem` call.
 pub const MAX_ITEMS_PER_CALL: usize = 25;
@@ -178,49 +178,62 @@ impl EventTable {
     /// `deadline`. Returns the keys still unwritten, with the error that explains them.
     async fn write_call(
         &self,
-        mut requests: Vec<WriteRequest>,
+        requests: Vec<WriteRequest>,
         deadline: Deadline,
     ) -> (usize, Result<(), (Vec<WriteRequest>, StoreError)>) {
-        let mut backoff = Backoff::new(Duration::from_millis(25), MAX_BACKOFF);
-        let mut retried = 0;
-        loop {
-            let call = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests.clone())
-                .send();
-            let Ok(result) = tokio::time::timeout(deadline.remaining(), call).await else {
-                let error = StoreError::Unavailable("invocation deadline reached".into());
-                return (retried, Err((requests, error)));
-            };
-            let error = match result {
-                Ok(output) => {
-                    let unprocessed = output
-                        .unprocessed_items
-                        .and_then(|mut m| m.remove(&self.table))
-                        .unwrap_or_default();
-                    if unprocessed.is_empty() {
-                        return (retried, Ok(()));
+        let done = retry(
+            BATCH_WRITE_RETRIES,
+            deadline,
+            requests,
+            Vec::len,
+            || StoreError::Unavailable("invocation deadline reached".into()),
+            |requests: Vec<WriteRequest>| async move {
+                let result = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests.clone())
+                    .customize()
+                    .config_override(
+                        aws_sdk_dynamodb::config::Builder::default()
+                            .retry_config(super::attempt_once()),
+                    )
+                    .send()
+                    .await;
+                match result {
+                    Ok(output) => {
+                        let unprocessed = output
+                            .unprocessed_items
+                            .and_then(|mut m| m.remove(&self.table))
+                            .unwrap_or_default();
+                        if unprocessed.is_empty() {
+                            return Attempt::Done;
+                        }
+                        tracing::debug!(
+                            unprocessed = unprocessed.len(),
+                            "retrying UnprocessedItems"
+                        );
+                        let why = format!("{} items stayed unprocessed", unprocessed.len());
+                        Attempt::Retry(unprocessed, StoreError::Unavailable(why))
                     }
-                    tracing::debug!(unprocessed = unprocessed.len(), "retrying UnprocessedItems");
-                    requests = unprocessed;
-                    StoreError::Unavailable(format!("{} items stayed unprocessed", requests.len()))
+                    Err(e) if super::is_retryable(&e) => {
+                        Attempt::Retry(requests, StoreError::Unavailable(super::describe(&e)))
+                    }
+                    Err(e) => Attempt::Stop(requests, StoreError::Refused(super::describe(&e))),
                 }
-                Err(e) if super::is_retryable(&e) => StoreError::Unavailable(super::describe(&e)),
-                Err(e) => {
-                    return (
-                        retried,
-                        Err((requests, StoreError::Refused(super::describe(&e)))),
-                    );
-                }
-            };
-            retried += requests.len();
-            if !deadline.sleep(backoff.next_delay()).await {
-                return (retried, Err((requests, error)));
-            }
-        }
+            },
+        )
+        .await;
+        (done.retried, done.left.map_or(Ok(()), Err))
     }
 }
+
+/// BatchWriteItem: unprocessed items again, 25 ms doubling to 2 s, until the invocation's
+/// deadline (less the 2 s kept to answer).
+pub const BATCH_WRITE_RETRIES: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(25),
+    cap: MAX_BACKOFF,
+    max_attempts: None,
+};
 
 /// Groups the inputs into calls: each key once (its **last** occurrence), at most
 /// [`MAX_ITEMS_PER_CALL`] per call. Returns the calls as input indices, and for every input

@@ -13,7 +13,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::ports::{EventSink, SinkError};
 use crate::record::EventRecord;
-use crate::retry::{Backoff, Deadline};
+use crate::retry::{Attempt, Deadline, RetryPolicy, retry};
 
 /// Most records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -44,43 +44,60 @@ impl KinesisSink {
         chunk: Vec<EventRecord>,
         deadline: Deadline,
     ) -> Result<usize, SinkError> {
-        let mut pending: Vec<PutRecordsRequestEntry> = chunk.into_iter().map(entry).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        let mut retried = 0;
-        loop {
-            let call = self
-                .client
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(pending.clone()))
-                .send();
-            let last_error = match tokio::time::timeout(deadline.remaining(), call).await {
-                Err(_) => "PutRecords timed out".to_string(),
-                Ok(Err(e)) if !super::is_retryable(&e) => {
-                    return Err(SinkError::Refused(super::describe(&e)));
-                }
-                Ok(Err(e)) => super::describe(&e),
-                Ok(Ok(output)) => {
-                    let (failed, reason) = failed_entries(pending, &output);
-                    if failed.is_empty() {
-                        return Ok(retried);
+        let pending: Vec<PutRecordsRequestEntry> = chunk.into_iter().map(entry).collect();
+        let done = retry(
+            PUT_RECORDS_RETRIES,
+            deadline,
+            pending,
+            Vec::len,
+            || SinkError::Unavailable("PutRecords timed out".into()),
+            |pending: Vec<PutRecordsRequestEntry>| async move {
+                let sent = self
+                    .client
+                    .put_records()
+                    .stream_name(&self.stream)
+                    .set_records(Some(pending.clone()))
+                    .customize()
+                    .config_override(
+                        aws_sdk_kinesis::config::Builder::default()
+                            .retry_config(super::attempt_once()),
+                    )
+                    .send()
+                    .await;
+                match sent {
+                    Err(e) if !super::is_retryable(&e) => {
+                        Attempt::Stop(pending, SinkError::Refused(super::describe(&e)))
                     }
-                    tracing::warn!(failed = failed.len(), %reason, "PutRecords partial failure, retrying the failed records");
-                    pending = failed;
-                    reason
+                    Err(e) => Attempt::Retry(pending, SinkError::Unavailable(super::describe(&e))),
+                    Ok(output) => {
+                        let (failed, reason) = failed_entries(pending, &output);
+                        if failed.is_empty() {
+                            return Attempt::Done;
+                        }
+                        tracing::warn!(failed = failed.len(), %reason, "PutRecords partial failure, retrying the failed records");
+                        Attempt::Retry(failed, SinkError::Unavailable(reason))
+                    }
                 }
-            };
-            retried += pending.len();
-            if !deadline.sleep(backoff.next_delay()).await {
-                return Err(SinkError::Unavailable(format!(
-                    "{} records still failing after {} attempts: {last_error}",
-                    pending.len(),
-                    backoff.attempts()
-                )));
-            }
+            },
+        )
+        .await;
+        match done.left {
+            None => Ok(done.retried),
+            Some((left, SinkError::Unavailable(reason))) => Err(SinkError::Unavailable(format!(
+                "{} records still failing after the retry budget: {reason}",
+                left.len()
+            ))),
+            Some((_, refused)) => Err(refused),
         }
     }
 }
+
+/// PutRecords: failed entries again, 50 ms doubling to 1 s, until ingest's budget (~5 s).
+pub const PUT_RECORDS_RETRIES: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(50),
+    cap: Duration::from_secs(1),
+    max_attempts: None,
+};
 
 impl EventSink for KinesisSink {
     async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {

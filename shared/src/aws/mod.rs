@@ -101,6 +101,14 @@ fn amazon_roots_https_client() -> aws_smithy_runtime_api::client::http::SharedHt
         .build_https()
 }
 
+/// The SDK retry setting of the calls that [`crate::retry::retry`] retries: one attempt each.
+/// The SDK's standard mode would otherwise make up to 3 attempts per call of the loop (and keep
+/// its own retry-quota bucket), so a throttled call could be sent several times over; with
+/// this, the attempts made are the loop's alone (docs/RETRIES.md lists them).
+pub fn attempt_once() -> aws_smithy_types::retry::RetryConfig {
+    aws_smithy_types::retry::RetryConfig::disabled()
+}
+
 /// Error codes that mean "slow down or try again", across Kinesis, DynamoDB and SQS.
 const RETRYABLE_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",

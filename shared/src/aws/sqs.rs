@@ -137,6 +137,11 @@ impl QueueSink for SqsQueues {
             .send_message_batch()
             .queue_url(queue_url)
             .set_entries(Some(entries))
+            // forward retries the failed entries itself (`SEND_RETRIES`).
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().retry_config(super::attempt_once()),
+            )
             .send()
             .await
         {
