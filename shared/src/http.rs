@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::batch::MAX_BODY_BYTES;
+use crate::ports::Failure;
 
 /// Most bytes a list answer's items may take in the Lambda invoke response. Lambda refuses a
 /// response over 6 MB (API Gateway then answers 5xx), and the body travels escaped inside the
@@ -55,6 +56,10 @@ impl ResponseBudget {
         true
     }
 }
+
+/// `Retry-After` of a 503: a dependency that failed for the retry budget is worth another try
+/// a moment later, not at once.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 /// An HTTP error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +126,25 @@ impl ApiError {
         Self {
             retry_after: Some(retry_after_secs),
             ..Self::new(503, "service_unavailable", message)
+        }
+    }
+
+    /// The one answer to a dependency's failure, for every API: transient → 503 with
+    /// `Retry-After: `[`RETRY_AFTER_SECS`] (the client retries), permanent → 500 (it would not
+    /// help). The reason is logged, never sent; `what` names the dependency in both.
+    pub fn dependency(what: &str, failure: Failure) -> Self {
+        match failure {
+            Failure::Transient(reason) => {
+                tracing::warn!(%reason, "{what} unavailable");
+                Self::unavailable(
+                    format!("{what} could not be reached, retry later"),
+                    RETRY_AFTER_SECS,
+                )
+            }
+            Failure::Permanent(reason) => {
+                tracing::error!(%reason, "{what} refused the request");
+                Self::internal()
+            }
         }
     }
 

@@ -14,28 +14,30 @@ use crate::record::EventRecord;
 use crate::retry::Deadline;
 use crate::route::Route;
 
-/// Whether a failure may go away on its own.
-pub trait Retryable {
-    /// `true` when the same request may succeed later (throttling, 5xx, timeouts, outages).
-    fn is_retryable(&self) -> bool;
+/// Why a dependency (the stream, a table, a queue) did not do what was asked: the one failure
+/// vocabulary of every port — whether the same request may succeed if tried again. Adapters
+/// classify SDK errors into it once (`aws::is_retryable`); handlers map it once: HTTP answers
+/// through [`crate::http::ApiError::dependency`], stream functions by reporting the records
+/// (transient) or dead-lettering / skipping them (permanent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// Throttling, 5xx, timeouts, unprocessed items, outages: retrying may help.
+    #[error("unavailable: {0}")]
+    Transient(String),
+    /// Missing resource, access denied, a refused message or item: retrying cannot help.
+    #[error("refused: {0}")]
+    Permanent(String),
+}
+
+impl Failure {
+    /// Whether the same request may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
 }
 
 /// Why records could not be put on the stream.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SinkError {
-    /// The stream kept failing until the retry budget ran out (HTTP 503 + `Retry-After`).
-    #[error("event stream unavailable: {0}")]
-    Unavailable(String),
-    /// The stream refused the request for good: missing stream, access denied (HTTP 500).
-    #[error("event stream refused the records: {0}")]
-    Refused(String),
-}
-
-impl Retryable for SinkError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
+pub type SinkError = Failure;
 
 /// Puts encoded events on the event stream.
 pub trait EventSink: Send + Sync {
@@ -47,22 +49,8 @@ pub trait EventSink: Send + Sync {
     ) -> impl Future<Output = Result<usize, SinkError>> + Send;
 }
 
-/// Why events could not be written to the store.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Throttling, unprocessed items that stayed unprocessed, 5xx, timeouts.
-    #[error("event store unavailable: {0}")]
-    Unavailable(String),
-    /// Validation or access errors that repeat on retry.
-    #[error("event store refused the write: {0}")]
-    Refused(String),
-}
-
-impl Retryable for StoreError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
+/// Why the event store (or another table) failed.
+pub type StoreError = Failure;
 
 /// What part of a write failed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -144,21 +132,7 @@ pub trait EventReader: Send + Sync {
 }
 
 /// Why a message could not be sent to a queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Throttling, 5xx, timeouts: retry.
-    #[error("queue unavailable: {0}")]
-    Retryable(String),
-    /// The queue is gone, access is denied, the message is refused: retrying cannot help.
-    #[error("queue refused the message: {0}")]
-    Permanent(String),
-}
-
-impl Retryable for SendError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable(_))
-    }
-}
+pub type SendError = Failure;
 
 /// Sends messages to SQS queues.
 pub trait QueueSink: Send + Sync {
@@ -339,7 +313,7 @@ pub mod memory {
             for (i, e) in events.iter().enumerate() {
                 if fail_ids.iter().any(|f| f == e.id.as_ref()) {
                     outcome.failed.push(i);
-                    outcome.error = Some(StoreError::Unavailable("injected".into()));
+                    outcome.error = Some(StoreError::Transient("injected".into()));
                     continue;
                 }
                 let json = String::from_utf8(record::encode(e).data).expect("utf-8");
@@ -445,7 +419,7 @@ pub mod memory {
                 .map(|m| {
                     if *flaky > 0 {
                         *flaky -= 1;
-                        return Err(SendError::Retryable("InternalError".into()));
+                        return Err(SendError::Transient("InternalError".into()));
                     }
                     sent.entry(queue_url.to_string())
                         .or_default()

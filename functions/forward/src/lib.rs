@@ -321,7 +321,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
         messages: &[&QueueMessage],
         deadline: Deadline,
     ) -> (Vec<Outcome>, usize) {
-        let late = || SendError::Retryable("invocation deadline reached".into());
+        let late = || SendError::Transient("invocation deadline reached".into());
         let size = tokio::time::timeout(deadline.remaining(), self.queues.max_message_size(queue))
             .await
             .unwrap_or_else(|_| Err(late()));
@@ -330,7 +330,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
             Err(e) => {
                 let outcome = |reason: &String| match &e {
                     SendError::Permanent(_) => Outcome::Dead(reason.clone()),
-                    SendError::Retryable(_) => Outcome::Retry(reason.clone()),
+                    SendError::Transient(_) => Outcome::Retry(reason.clone()),
                 };
                 let reason = e.to_string();
                 return (messages.iter().map(|_| outcome(&reason)).collect(), 0);
@@ -368,7 +368,7 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
                             outcomes[i] = match result {
                                 Ok(()) => Outcome::Delivered,
                                 Err(SendError::Permanent(reason)) => Outcome::Dead(reason),
-                                Err(SendError::Retryable(reason)) => {
+                                Err(SendError::Transient(reason)) => {
                                     again.push(i);
                                     why.clone_from(&reason);
                                     Outcome::Retry(reason)

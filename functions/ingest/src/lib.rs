@@ -19,11 +19,11 @@ use telemetry_shared::delivery::{MAX_ENTRIES_PER_BATCH, QueueMessage};
 use telemetry_shared::http::{self as api, ApiError};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{
-    EventSink, NoQueues, QueueSink, RateDecision, RateLimiter, SinkError, Unlimited,
+    EventSink, NoQueues, QueueSink, RateDecision, RateLimiter, Unlimited,
 };
 
 /// Seconds a client is told to wait after a 503.
-pub const RETRY_AFTER_SECS: u32 = 2;
+pub use telemetry_shared::http::RETRY_AFTER_SECS;
 
 /// ingest's configuration.
 #[derive(Debug, Clone)]
@@ -249,19 +249,7 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
             .sink
             .put_records(prepared.records)
             .await
-            .map_err(|e| match e {
-                SinkError::Unavailable(reason) => {
-                    tracing::warn!(%reason, "event stream unavailable");
-                    ApiError::unavailable(
-                        "events could not be stored, retry later",
-                        RETRY_AFTER_SECS,
-                    )
-                }
-                SinkError::Refused(reason) => {
-                    tracing::error!(%reason, "event stream refused the records");
-                    ApiError::internal()
-                }
-            })?;
+            .map_err(|e| ApiError::dependency("the event stream", e))?;
         metrics.add(Metric::EventsAccepted, accepted as u64);
         if retried > 0 {
             metrics.add(Metric::Retries, retried as u64);
@@ -377,11 +365,15 @@ mod tests {
     #[tokio::test]
     async fn stream_outage_is_503_with_retry_after_and_refusal_is_500() {
         let h = handler();
-        *h.sink.fail_with.lock().unwrap() = Some(SinkError::Unavailable("throttled".into()));
+        *h.sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Transient(
+            "throttled".into(),
+        ));
         let r = h.handle(&fixture()).await;
         assert_eq!(r.status_code, 503);
         assert_eq!(r.headers.get("retry-after").unwrap(), "2");
-        *h.sink.fail_with.lock().unwrap() = Some(SinkError::Refused("no such stream".into()));
+        *h.sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Permanent(
+            "no such stream".into(),
+        ));
         let r = h.handle(&fixture()).await;
         assert_eq!(r.status_code, 500);
         // The reason stays in the log: the client learns nothing about our infrastructure.

@@ -271,7 +271,7 @@ impl<C: CountStore> PostProcess<C> {
                     tokio::time::timeout(deadline.remaining(), self.counts.apply(shard, u))
                         .await
                         .unwrap_or_else(|_| {
-                            Err(telemetry_shared::ports::StoreError::Unavailable(
+                            Err(telemetry_shared::ports::StoreError::Transient(
                                 "invocation deadline reached".into(),
                             ))
                         });

@@ -19,9 +19,7 @@ use telemetry_shared::event::{
     DEFAULT_ENVIRONMENT, is_valid_environment, is_valid_type, is_valid_user_id,
 };
 use telemetry_shared::http::{self as api, ApiError};
-use telemetry_shared::ports::{
-    CountReader, EventQuery, EventReader, ReadError, RouteStore, StoreError,
-};
+use telemetry_shared::ports::{CountReader, EventQuery, EventReader, ReadError, RouteStore};
 use telemetry_shared::route::{Route, RouteInput};
 
 /// Page size when `limit` is absent.
@@ -91,19 +89,6 @@ struct RoutesAnswer<'a> {
     routes: &'a [Route],
 }
 
-fn store_failure(e: StoreError, what: &str) -> ApiError {
-    match e {
-        StoreError::Unavailable(reason) => {
-            tracing::warn!(%reason, "{what} unavailable");
-            ApiError::unavailable(format!("{what} could not be reached, retry later"), 1)
-        }
-        StoreError::Refused(reason) => {
-            tracing::error!(%reason, "{what} refused the request");
-            ApiError::internal()
-        }
-    }
-}
-
 impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
     /// A handler verifying tokens with `verifier`, reading `events` and `counts`, managing
     /// `routes`.
@@ -157,7 +142,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
                     .routes
                     .list_routes()
                     .await
-                    .map_err(|e| store_failure(e, "routes table"))?;
+                    .map_err(|e| ApiError::dependency("the routes table", e))?;
                 Ok(api::json_response(200, &RoutesAnswer { routes: &routes }))
             }
             (Method::PUT, _, Some(id)) => {
@@ -170,7 +155,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
                     .routes
                     .delete_route(id)
                     .await
-                    .map_err(|e| store_failure(e, "routes table"))?;
+                    .map_err(|e| ApiError::dependency("the routes table", e))?;
                 if !deleted {
                     return Err(ApiError::not_found());
                 }
@@ -199,7 +184,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
         self.routes
             .put_route(&route)
             .await
-            .map_err(|e| store_failure(e, "routes table"))?;
+            .map_err(|e| ApiError::dependency("the routes table", e))?;
         tracing::info!(route = %route.id, pattern = %route.pattern, queue = %route.queue_url, "route saved");
         Ok(api::json_response(200, &route))
     }
@@ -219,7 +204,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
             .counts
             .read_partials(&pk, &from_bucket, &to_bucket)
             .await
-            .map_err(|e| store_failure(e, "counts table"))?;
+            .map_err(|e| ApiError::dependency("the counts table", e))?;
         Ok(api::json_response(
             200,
             &CountsAnswer {
@@ -242,14 +227,7 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
         let query = events_query(req, principal)?;
         let page = self.events.list_events(&query).await.map_err(|e| match e {
             ReadError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
-            ReadError::Store(StoreError::Unavailable(reason)) => {
-                tracing::warn!(%reason, "events table unavailable");
-                ApiError::unavailable("events could not be read, retry later", 1)
-            }
-            ReadError::Store(StoreError::Refused(reason)) => {
-                tracing::error!(%reason, "events table refused the query");
-                ApiError::internal()
-            }
+            ReadError::Store(failure) => ApiError::dependency("the events table", failure),
         })?;
         Ok(api::json_response(
             200,

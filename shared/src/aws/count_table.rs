@@ -171,7 +171,7 @@ impl CountStore for CountTable {
                 return Ok(n);
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Transient(format!(
             "counter {} {} kept changing under us",
             update.id.pk, update.id.bucket
         )))

@@ -186,7 +186,7 @@ impl EventTable {
             deadline,
             requests,
             Vec::len,
-            || StoreError::Unavailable("invocation deadline reached".into()),
+            || StoreError::Transient("invocation deadline reached".into()),
             |requests: Vec<WriteRequest>| async move {
                 let result = self
                     .client
@@ -213,12 +213,12 @@ impl EventTable {
                             "retrying UnprocessedItems"
                         );
                         let why = format!("{} items stayed unprocessed", unprocessed.len());
-                        Attempt::Retry(unprocessed, StoreError::Unavailable(why))
+                        Attempt::Retry(unprocessed, StoreError::Transient(why))
                     }
                     Err(e) if super::is_retryable(&e) => {
-                        Attempt::Retry(requests, StoreError::Unavailable(super::describe(&e)))
+                        Attempt::Retry(requests, StoreError::Transient(super::describe(&e)))
                     }
-                    Err(e) => Attempt::Stop(requests, StoreError::Refused(super::describe(&e))),
+                    Err(e) => Attempt::Stop(requests, StoreError::Permanent(super::describe(&e))),
                 }
             },
         )
@@ -412,7 +412,7 @@ impl EventReader for EventTable {
                 let key = page_key(&item);
                 let json = from_item(item)
                     .and_then(|event| to_json(&event))
-                    .map_err(StoreError::Refused)?;
+                    .map_err(StoreError::Permanent)?;
                 let full = page.events.len() == q.limit;
                 // A page holds at least one event, however large (one is far below the budget).
                 if full || (!budget.take(json.get()) && !page.events.is_empty()) {
@@ -577,7 +577,7 @@ mod tests {
             .write_events(&events, Deadline::after(Duration::from_secs(28)))
             .await;
         assert_eq!(outcome.failed, vec![0, 2]);
-        assert!(matches!(outcome.error, Some(StoreError::Unavailable(_))));
+        assert!(matches!(outcome.error, Some(StoreError::Transient(_))));
         // Retried for the whole budget (pauses of up to 2 s), not for a fixed count.
         let spent = started.elapsed();
         assert!(spent >= Duration::from_secs(28), "{spent:?}");

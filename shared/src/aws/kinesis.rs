@@ -50,7 +50,7 @@ impl KinesisSink {
             deadline,
             pending,
             Vec::len,
-            || SinkError::Unavailable("PutRecords timed out".into()),
+            || SinkError::Transient("PutRecords timed out".into()),
             |pending: Vec<PutRecordsRequestEntry>| async move {
                 let sent = self
                     .client
@@ -66,16 +66,16 @@ impl KinesisSink {
                     .await;
                 match sent {
                     Err(e) if !super::is_retryable(&e) => {
-                        Attempt::Stop(pending, SinkError::Refused(super::describe(&e)))
+                        Attempt::Stop(pending, SinkError::Permanent(super::describe(&e)))
                     }
-                    Err(e) => Attempt::Retry(pending, SinkError::Unavailable(super::describe(&e))),
+                    Err(e) => Attempt::Retry(pending, SinkError::Transient(super::describe(&e))),
                     Ok(output) => {
                         let (failed, reason) = failed_entries(pending, &output);
                         if failed.is_empty() {
                             return Attempt::Done;
                         }
                         tracing::warn!(failed = failed.len(), %reason, "PutRecords partial failure, retrying the failed records");
-                        Attempt::Retry(failed, SinkError::Unavailable(reason))
+                        Attempt::Retry(failed, SinkError::Transient(reason))
                     }
                 }
             },
@@ -83,7 +83,7 @@ impl KinesisSink {
         .await;
         match done.left {
             None => Ok(done.retried),
-            Some((left, SinkError::Unavailable(reason))) => Err(SinkError::Unavailable(format!(
+            Some((left, SinkError::Transient(reason))) => Err(SinkError::Transient(format!(
                 "{} records still failing after the retry budget: {reason}",
                 left.len()
             ))),
@@ -278,7 +278,7 @@ mod tests {
         let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&rule]);
         let sink = KinesisSink::new(client, "s", Duration::from_millis(300));
         let err = sink.put_records(vec![record(0, 1)]).await.unwrap_err();
-        assert!(matches!(err, SinkError::Unavailable(_)), "{err:?}");
+        assert!(matches!(err, SinkError::Transient(_)), "{err:?}");
         assert!(rule.num_calls() >= 2);
     }
 }

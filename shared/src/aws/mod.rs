@@ -156,9 +156,9 @@ where
 {
     let reason = describe(err);
     if is_retryable(err) {
-        crate::ports::StoreError::Unavailable(reason)
+        crate::ports::StoreError::Transient(reason)
     } else {
-        crate::ports::StoreError::Refused(reason)
+        crate::ports::StoreError::Permanent(reason)
     }
 }
 

@@ -37,7 +37,7 @@ fn classify<
 ) -> SendError {
     let reason = super::describe(e);
     if super::is_retryable(e) {
-        SendError::Retryable(reason)
+        SendError::Transient(reason)
     } else {
         SendError::Permanent(reason)
     }
@@ -63,7 +63,7 @@ fn entry(index: usize, m: &QueueMessage) -> SendMessageBatchRequestEntry {
 /// counts as a retryable failure: never assume delivery.
 pub fn entry_outcomes(count: usize, output: &SendMessageBatchOutput) -> Vec<Result<(), SendError>> {
     let mut outcomes: Vec<Result<(), SendError>> = (0..count)
-        .map(|_| Err(SendError::Retryable("no result for entry".into())))
+        .map(|_| Err(SendError::Transient("no result for entry".into())))
         .collect();
     for ok in output.successful() {
         if let Some(slot) = ok
@@ -88,7 +88,7 @@ pub fn entry_outcomes(count: usize, output: &SendMessageBatchOutput) -> Vec<Resu
                 if failed.sender_fault() && !super::is_retryable_code(failed.code()) {
                     SendError::Permanent(reason)
                 } else {
-                    SendError::Retryable(reason)
+                    SendError::Transient(reason)
                 },
             );
         }
@@ -187,9 +187,9 @@ mod tests {
             .unwrap();
         let outcomes = entry_outcomes(5, &output);
         assert!(outcomes[0].is_ok() && outcomes[4].is_ok());
-        assert!(matches!(outcomes[1], Err(SendError::Retryable(_))));
+        assert!(matches!(outcomes[1], Err(SendError::Transient(_))));
         assert!(matches!(outcomes[2], Err(SendError::Permanent(_))));
         // Entry 3 is in neither list: not delivered as far as we know.
-        assert!(matches!(outcomes[3], Err(SendError::Retryable(_))));
+        assert!(matches!(outcomes[3], Err(SendError::Transient(_))));
     }
 }
