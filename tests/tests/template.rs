@@ -972,3 +972,104 @@ fn dashboard_and_alarms_use_only_metrics_the_code_emits() {
         assert!(used_in_code, "{} is declared but never emitted", m.name());
     }
 }
+
+#[test]
+fn the_local_gateway_routes_exactly_the_templates_http_api() {
+    use telemetry_cli::local::gateway::{ROUTES, Target};
+    let t = cfn::template();
+    let mut declared = BTreeSet::new();
+    for (id, f) in functions(&t) {
+        for event in f["Properties"]["Events"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+        {
+            if event["Type"] == "HttpApi" {
+                let p = &event["Properties"];
+                declared.insert((
+                    p["Method"].as_str().unwrap().to_uppercase(),
+                    p["Path"].as_str().unwrap().to_string(),
+                    id.clone(),
+                ));
+            }
+        }
+    }
+    let local: BTreeSet<(String, String, String)> = ROUTES
+        .iter()
+        .map(|(method, path, target)| {
+            let function = match target {
+                Target::Ingest => "IngestFunction",
+                Target::Query => "QueryFunction",
+            };
+            (method.to_string(), path.to_string(), function.to_string())
+        })
+        .collect();
+    assert_eq!(local, declared);
+}
+
+#[test]
+fn the_local_tables_have_the_templates_keys_indexes_streams_and_ttl() {
+    use telemetry_cli::local::resources::{ResourceNames, table_specs};
+    let t = cfn::template();
+    let specs = table_specs(&ResourceNames::with_prefix("x"));
+    let declared: BTreeSet<&String> = of_type(&t, "AWS::DynamoDB::Table")
+        .map(|(id, _)| id)
+        .collect();
+    let local: BTreeSet<String> = specs.iter().map(|s| s.logical_id.to_string()).collect();
+    assert_eq!(local, declared.into_iter().cloned().collect());
+    let keys = |schema: &Value| -> (String, Option<String>) {
+        let of = |kind: &str| {
+            schema
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["KeyType"] == kind)
+                .map(|k| k["AttributeName"].as_str().unwrap().to_string())
+        };
+        (of("HASH").unwrap(), of("RANGE"))
+    };
+    for spec in specs {
+        let p = &t["Resources"][spec.logical_id]["Properties"];
+        assert_eq!(
+            keys(&p["KeySchema"]),
+            (spec.hash.to_string(), spec.range.map(str::to_string)),
+            "{}",
+            spec.logical_id
+        );
+        let indexes: Vec<(String, String, String)> = p["GlobalSecondaryIndexes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                assert_eq!(i["Projection"]["ProjectionType"], "ALL");
+                let (hash, range) = keys(&i["KeySchema"]);
+                (
+                    i["IndexName"].as_str().unwrap().into(),
+                    hash,
+                    range.unwrap(),
+                )
+            })
+            .collect();
+        let local: Vec<(String, String, String)> = spec
+            .indexes
+            .iter()
+            .map(|(n, h, r)| (n.to_string(), h.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(local, indexes, "{} indexes", spec.logical_id);
+        assert_eq!(
+            spec.stream.as_ref().map(|v| v.as_str().to_string()),
+            p["StreamSpecification"]["StreamViewType"]
+                .as_str()
+                .map(str::to_string),
+            "{} stream",
+            spec.logical_id
+        );
+        assert_eq!(
+            spec.ttl,
+            p["TimeToLiveSpecification"]["AttributeName"].as_str(),
+            "{} TTL",
+            spec.logical_id
+        );
+    }
+}

@@ -223,58 +223,112 @@ async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &
     Ok(())
 }
 
+/// A table as `template.yaml` declares it: the one description `ensure_tables` creates from
+/// (`tests/tests/template.rs` compares it with the template). Keys and index keys are strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// The template's logical id.
+    pub logical_id: &'static str,
+    /// The table's name here.
+    pub name: String,
+    /// Partition key.
+    pub hash: &'static str,
+    /// Sort key.
+    pub range: Option<&'static str>,
+    /// Global secondary indexes: (name, partition key, sort key), projecting everything.
+    pub indexes: Vec<(&'static str, &'static str, &'static str)>,
+    /// The stream's view type.
+    pub stream: Option<StreamViewType>,
+    /// The TTL attribute.
+    pub ttl: Option<&'static str>,
+}
+
+/// The stack's three tables.
+pub fn table_specs(names: &ResourceNames) -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            logical_id: "EventsTable",
+            name: names.events_table.clone(),
+            hash: "pk",
+            range: Some("sk"),
+            indexes: vec![(TIME_INDEX, "pk", "timestamp")],
+            stream: Some(StreamViewType::NewImage),
+            ttl: Some("expiresAt"),
+        },
+        TableSpec {
+            logical_id: "CountsTable",
+            name: names.counts_table.clone(),
+            hash: "pk",
+            range: Some("sk"),
+            indexes: Vec::new(),
+            stream: None,
+            ttl: Some("expiresAt"),
+        },
+        TableSpec {
+            logical_id: "RoutesTable",
+            name: names.routes_table.clone(),
+            hash: "id",
+            range: None,
+            indexes: Vec::new(),
+            stream: None,
+            ttl: None,
+        },
+    ]
+}
+
 /// Creates the three tables unless they exist, and waits until they are ACTIVE with TTL enabled.
 pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNames) -> Result<()> {
-    let events = client
-        .create_table()
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .attribute_definitions(attr("timestamp"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(TIME_INDEX)
-                .key_schema(key("pk", KeyType::Hash))
-                .key_schema(key("timestamp", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .expect("fields set"),
-        )
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .expect("fields set"),
-        );
-    create_table(events, &names.events_table).await?;
-    let counts = client
-        .create_table()
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range));
-    create_table(counts, &names.counts_table).await?;
-    let routes = client
-        .create_table()
-        .attribute_definitions(attr("id"))
-        .key_schema(key("id", KeyType::Hash));
-    create_table(routes, &names.routes_table).await?;
-    // Created together, then waited for: the tables become ACTIVE in parallel.
-    for table in [
-        &names.events_table,
-        &names.counts_table,
-        &names.routes_table,
-    ] {
-        wait_for_table(client, table).await?;
+    let specs = table_specs(names);
+    for spec in &specs {
+        let mut attributes: Vec<&str> = vec![spec.hash];
+        attributes.extend(spec.range);
+        let mut request = client
+            .create_table()
+            .key_schema(key(spec.hash, KeyType::Hash));
+        if let Some(range) = spec.range {
+            request = request.key_schema(key(range, KeyType::Range));
+        }
+        for (index, hash, range) in &spec.indexes {
+            attributes.extend([*hash, *range]);
+            request = request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(*index)
+                    .key_schema(key(hash, KeyType::Hash))
+                    .key_schema(key(range, KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .expect("fields set"),
+            );
+        }
+        attributes.sort_unstable();
+        attributes.dedup();
+        for attribute in attributes {
+            request = request.attribute_definitions(attr(attribute));
+        }
+        if let Some(view) = &spec.stream {
+            request = request.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(view.clone())
+                    .build()
+                    .expect("fields set"),
+            );
+        }
+        create_table(request, &spec.name).await?;
     }
-    ensure_ttl(client, &names.events_table, "expiresAt").await?;
-    ensure_ttl(client, &names.counts_table, "expiresAt").await?;
+    // Created together, then waited for: the tables become ACTIVE in parallel.
+    for spec in &specs {
+        wait_for_table(client, &spec.name).await?;
+    }
+    for spec in &specs {
+        if let Some(attribute) = spec.ttl {
+            ensure_ttl(client, &spec.name, attribute).await?;
+        }
+    }
     Ok(())
 }
 
