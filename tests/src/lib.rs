@@ -178,6 +178,16 @@ impl TestStack {
         }
     }
 
+    /// Waits until everything sent so far has gone through every stream function (the mappings
+    /// are caught up, nothing in flight): the deterministic point to assert "nothing else
+    /// happened". Fails the test if they are still busy after 30 s.
+    pub async fn settle(&self) {
+        assert!(
+            self.stack.until_idle(Duration::from_secs(30)).await,
+            "the stream mappings are still busy after 30 s"
+        );
+    }
+
     /// URL of `path` on the stack's API.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.stack.url())

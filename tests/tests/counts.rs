@@ -132,7 +132,7 @@ async fn thousand_events_over_five_types_and_three_hours_are_counted_exactly() {
             .0,
         202
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.settle().await;
     assert_counts(&stack, &reader, &range, &expected, "after the re-send").await;
 }
 

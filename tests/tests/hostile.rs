@@ -189,7 +189,7 @@ async fn hostile_requests_get_their_status_and_store_nothing() {
         (400, Some("invalid_idempotency_key"))
     );
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.settle().await;
     assert!(
         scan_all(&stack.sdk, &stack.names.events_table)
             .await

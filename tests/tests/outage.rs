@@ -73,7 +73,7 @@ async fn outage_gives_503_then_a_retry_stores_each_event_once() {
     })
     .await;
     assert!(all_stored);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.settle().await;
     let items = scan_all(&stack.sdk, &stack.names.events_table).await;
     assert_eq!(items.len(), 5, "each event stored once: {items:?}");
 }

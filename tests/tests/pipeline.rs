@@ -145,7 +145,7 @@ async fn resend_without_timestamp_does_not_make_a_second_item() {
     stack.wait_for_events(&t, 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // a later receive time
     assert_eq!(stack.post_events(&t, &event).await.0, 202);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.settle().await;
     let items = scan_all(&stack.sdk, &stack.names.events_table).await;
     assert_eq!(items.len(), 1, "{items:?}");
 }
@@ -183,8 +183,8 @@ async fn replayed_records_leave_one_item_per_event() {
         }
     }
     assert_eq!(replayed, 30);
-    // Wait until the replayed records have gone through store, then count items.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the replayed records have gone through store, count items.
+    stack.settle().await;
     let items = scan_all(&stack.sdk, &stack.names.events_table).await;
     assert_eq!(items.len(), 30);
 }

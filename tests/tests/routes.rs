@@ -139,7 +139,7 @@ async fn matching_events_reach_standard_and_fifo_queues_and_dead_letters_keep_th
     assert!(!letter["reason"].as_str().unwrap().is_empty());
 
     // Nothing was delivered twice in the meantime (no batch was retried).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.settle().await;
     assert!(
         stack
             .drain(&standard, 1, Duration::from_millis(500))
@@ -161,8 +161,8 @@ async fn a_route_created_through_the_api_takes_effect_without_a_restart() {
             .0,
         202
     );
-    // Let forward see it (shards are polled every 100 ms in tests) before the route exists.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // forward has seen it before the route exists.
+    stack.settle().await;
     let (status, _) = stack
         .put(
             &admin(),

@@ -952,6 +952,14 @@ fn dashboard_and_alarms_use_only_metrics_the_code_emits() {
         );
     }
     // And each metric of the vocabulary really is emitted somewhere.
+    // Production code only: a metric named in a unit test is not emitted.
+    let production = |path: &str| {
+        let text = read(path);
+        match text.find("#[cfg(test)]") {
+            Some(tests) => text[..tests].to_string(),
+            None => text,
+        }
+    };
     let mut sources = String::new();
     for dir in [
         "functions/ingest",
@@ -960,9 +968,9 @@ fn dashboard_and_alarms_use_only_metrics_the_code_emits() {
         "functions/post-process",
         "functions/query",
     ] {
-        sources += &read(&format!("{dir}/src/lib.rs"));
+        sources += &production(&format!("{dir}/src/lib.rs"));
     }
-    sources += &read("shared/src/metrics.rs");
+    sources += &production("shared/src/metrics.rs");
     for m in Metric::ALL {
         let used_in_code = match m {
             // `Metrics::rejected` emits it.

@@ -9,7 +9,8 @@
 
 use std::cmp::Ordering;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -55,6 +56,63 @@ pub trait ShardSource: Send + Sync + 'static {
 pub type StreamFunction<R> =
     Arc<dyn Fn(String, Vec<R>) -> BoxFuture<'static, Vec<String>> + Send + Sync>;
 
+/// What the mappings have done, so a test can wait until they have nothing left to do.
+///
+/// Idle means: every shard of every mapping has read an empty page while no batch went to any
+/// function. Checked as a whole (a store batch writes what post-process then reads), it is the
+/// deterministic "everything sent has gone through" that a fixed sleep only hopes for.
+#[derive(Debug, Default)]
+pub struct Progress {
+    batches: AtomicU64,
+    empty_reads: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+impl Progress {
+    /// A counter of one shard's empty reads.
+    fn shard(&self) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(0));
+        self.empty_reads
+            .lock()
+            .expect("progress lock")
+            .push(Arc::clone(&counter));
+        counter
+    }
+
+    fn snapshot(&self) -> (u64, Vec<u64>) {
+        let reads = self.empty_reads.lock().expect("progress lock");
+        (
+            self.batches.load(AtomicOrdering::SeqCst),
+            reads
+                .iter()
+                .map(|c| c.load(AtomicOrdering::SeqCst))
+                .collect(),
+        )
+    }
+
+    /// Waits until the mappings are idle; `false` if they are still busy after `timeout`.
+    pub async fn until_idle(&self, timeout: Duration) -> bool {
+        let give_up = tokio::time::Instant::now() + timeout;
+        loop {
+            let (batches, reads) = self.snapshot();
+            // Every shard reads an empty page after this point...
+            loop {
+                let (_, now) = self.snapshot();
+                if now.iter().zip(&reads).all(|(n, r)| n > r) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // ...and no batch ran meanwhile: nothing is left anywhere.
+            if self.snapshot().0 == batches {
+                return true;
+            }
+        }
+    }
+}
+
 /// One event source mapping.
 pub struct Mapping<S: ShardSource> {
     /// Function name, for logs.
@@ -67,6 +125,8 @@ pub struct Mapping<S: ShardSource> {
     pub poll_interval: Duration,
     /// The function.
     pub function: StreamFunction<S::Record>,
+    /// Where the mapping reports what it did.
+    pub progress: Arc<Progress>,
 }
 
 impl<S: ShardSource> Mapping<S> {
@@ -84,6 +144,7 @@ impl<S: ShardSource> Mapping<S> {
     }
 
     async fn poll_shard(&self, shard: String) {
+        let empty_reads = self.progress.shard();
         let fresh_backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         // Where the next read starts when there is no live iterator.
         let mut position = Position::TrimHorizon;
@@ -109,6 +170,7 @@ impl<S: ShardSource> Mapping<S> {
                 }
             };
             if records.is_empty() {
+                empty_reads.fetch_add(1, AtomicOrdering::SeqCst);
                 if next.is_none() {
                     tracing::info!(mapping = self.name, shard, "shard closed");
                     return;
@@ -122,6 +184,7 @@ impl<S: ShardSource> Mapping<S> {
                 .map(|r| S::sequence_number(r).to_string())
                 .collect();
             let failed = (self.function)(shard.clone(), records).await;
+            self.progress.batches.fetch_add(1, AtomicOrdering::SeqCst);
             match first_failure(&batch, &failed) {
                 None => {
                     position = Position::After(batch.last().cloned().unwrap_or_default());

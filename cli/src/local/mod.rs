@@ -106,6 +106,8 @@ pub struct LocalStack {
     pub dlq_url: String,
     /// The batches given to the stream functions, when `record_batches` is set.
     pub recorded: Arc<std::sync::Mutex<RecordedBatches>>,
+    /// What the stream mappings have done ([`LocalStack::until_idle`]).
+    pub progress: Arc<mapping::Progress>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -207,6 +209,7 @@ impl LocalStack {
             Arc::clone(&recorded),
         );
         // store and forward each get their own mapping, hence their own checkpoints.
+        let progress = Arc::new(mapping::Progress::default());
         let store_source = KinesisSource::new(kinesis.clone(), &names.stream).await?;
         let arn = store_source.arn.clone();
         tasks.extend(
@@ -215,6 +218,7 @@ impl LocalStack {
                 source: store_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
+                progress: Arc::clone(&progress),
                 function: kinesis_source::function(arn, move |event| {
                     if record {
                         r_store.lock().expect("lock").store.push(event.clone());
@@ -234,6 +238,7 @@ impl LocalStack {
                 source: forward_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
+                progress: Arc::clone(&progress),
                 function: kinesis_source::function(arn, move |event| {
                     if record {
                         r_forward.lock().expect("lock").forward.push(event.clone());
@@ -258,6 +263,7 @@ impl LocalStack {
                 source: counts_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
+                progress: Arc::clone(&progress),
                 function: dynamodb_source::function(arn, config.window, move |event| {
                     if record {
                         r_counts
@@ -293,8 +299,15 @@ impl LocalStack {
             demo_queue_url,
             dlq_url,
             recorded,
+            progress,
             tasks,
         })
+    }
+
+    /// Waits until every stream mapping is caught up with nothing in flight (see
+    /// [`mapping::Progress`]); `false` after `timeout`.
+    pub async fn until_idle(&self, timeout: std::time::Duration) -> bool {
+        self.progress.until_idle(timeout).await
     }
 
     /// Base URL of the HTTP API.
