@@ -1,4 +1,5 @@
-//! AuthToken: JWT verification and scopes.
+//! JWT verification and scopes ([`AuthConfig`], [`Verifier`], [`Principal`]: what the original
+//! service called its `AuthToken`).
 //!
 //! Tokens are verified with `jsonwebtoken` (aws-lc-rs backend) against the configured keys:
 //! an RSA/EC public key in PEM, the keys of a JWKS URL (fetched at cold start, cached, fetched

@@ -1,4 +1,5 @@
-//! MetricsCollector: counters per invocation, flushed as CloudWatch Embedded Metric Format.
+//! [`Metrics`]: counters per invocation, flushed as CloudWatch Embedded Metric Format (the
+//! original service's `MetricsCollector`).
 //!
 //! One JSON line per flush on stdout, namespace `Telemetry`, dimension `Function`; rejections
 //! carry a second dimension, `Reason`. CloudWatch Logs turns these lines into metrics without a

@@ -1,4 +1,4 @@
-//! EventRoute: a subscription of an SQS queue to event types.
+//! [`Route`]: a subscription of an SQS queue to event types (the original service's `EventRoute`).
 //!
 //! A route `{id, match, queueUrl, enabled, description}` sends every event whose type matches
 //! `match` — an exact type, or a glob where `*` stands for any run of characters (`game.*`,

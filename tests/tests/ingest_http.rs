@@ -1,4 +1,4 @@
-//! Every row of the ingest outcome table (DESIGN "HTTP API"), over HTTP, through the local
+//! Every row of the ingest outcome table (README, `POST /v1/events`), over HTTP, through the local
 //! stack, against the emulator.
 
 use std::io::Write;

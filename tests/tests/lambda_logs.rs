@@ -13,6 +13,23 @@ const FIXTURE: &str = include_str!("../../events/ingest-post-events.json");
 
 #[tokio::test]
 async fn ingest_logs_are_json_with_the_request_id_and_never_the_token_or_payload() {
+    ingest_logs_at(&[("RUST_LOG", "debug")]).await;
+}
+
+/// At the most verbose settings, too: the level applies to this workspace's crates, and no
+/// setting lets `lambda_runtime` log the raw invocation or the SDK the stored events.
+#[tokio::test]
+async fn no_log_level_lets_a_token_or_a_payload_into_the_logs() {
+    ingest_logs_at(&[("RUST_LOG", "trace")]).await;
+    ingest_logs_at(&[("AWS_LAMBDA_LOG_LEVEL", "TRACE")]).await;
+    ingest_logs_at(&[(
+        "RUST_LOG",
+        "trace,lambda_runtime=trace,aws_smithy_runtime=trace",
+    )])
+    .await;
+}
+
+async fn ingest_logs_at(levels: &[(&str, &str)]) {
     let endpoint = emulator_url();
     let sdk = sdk_config_for(&endpoint).await;
     let stream = format!("{}-events", unique_prefix());
@@ -33,7 +50,7 @@ async fn ingest_logs_are_json_with_the_request_id_and_never_the_token_or_payload
         )
         .env("JWT_ISSUER", "telemetry-local")
         .env("JWT_AUDIENCE", "telemetry")
-        .env("RUST_LOG", "debug")
+        .envs(levels.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -86,7 +103,10 @@ async fn ingest_logs_are_json_with_the_request_id_and_never_the_token_or_payload
         .unwrap();
     let output = format!("{stdout}{stderr}");
 
-    assert!(!output.contains(&token), "a token reached the logs");
+    assert!(
+        !output.contains(&token),
+        "a token reached the logs at {levels:?}"
+    );
     assert!(
         !output.contains(&token[token.len() - 20..]),
         "part of a token reached the logs"
@@ -94,7 +114,7 @@ async fn ingest_logs_are_json_with_the_request_id_and_never_the_token_or_payload
     for payload in ["gem_pack_small", "\"score\"", "ios-app", "s-42"] {
         assert!(
             !output.contains(payload),
-            "payload `{payload}` reached the logs"
+            "payload `{payload}` reached the logs at {levels:?}"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The `events` DynamoDB table: [`EventStore`] on `BatchWriteItem`, [`EventReader`] on `Query`.
 //!
-//! Layout (DESIGN "Data"): `pk = USER#<userId>`, `sk = EVT#<id>` — never a timestamp, so a
+//! Layout: `pk = USER#<userId>`, `sk = EVT#<id>` — never a timestamp, so a
 //! re-sent or redelivered event overwrites itself. The global secondary index [`TIME_INDEX`]
 //! (`pk`, `timestamp`) serves time-ordered reads. `data` is a JSON string attribute.
 
