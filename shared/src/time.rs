@@ -4,7 +4,7 @@
 //! (`2026-11-26T13:44:16.123Z`): fixed width, so string order is time order, which the
 //! `events` table's time index and the counts' bucket keys rely on.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 
 /// Formats `t` in the canonical stored form (UTC, milliseconds, `Z`).
 pub fn format(t: DateTime<Utc>) -> String {
@@ -13,9 +13,11 @@ pub fn format(t: DateTime<Utc>) -> String {
 
 /// Parses any RFC 3339 timestamp (any offset, any precision) into UTC.
 ///
-/// Years outside 0000..=9999 cannot be written in RFC 3339 and are refused by the parser.
-/// Timestamps in the canonical shape (what the pipeline writes, and what most clients send)
-/// take a fast path.
+/// Years outside 0000..=9999 cannot be written in RFC 3339 and are refused by the parser —
+/// in UTC too: `0000-01-01T00:00:00+01:00` is in year -1 once in UTC, and
+/// `9999-12-31T23:30:00-01:00` in year 10000; neither has a canonical form, so both are
+/// refused (an event accepted with one could never be stored). Timestamps in the canonical
+/// shape (what the pipeline writes, and what most clients send) take a fast path.
 pub fn parse(s: &str) -> Option<DateTime<Utc>> {
     if has_canonical_shape(s) {
         return parse_canonical(s.as_bytes());
@@ -23,6 +25,7 @@ pub fn parse(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+        .filter(|t| (0..=9999).contains(&t.year()))
 }
 
 fn parse_canonical(b: &[u8]) -> Option<DateTime<Utc>> {
@@ -65,6 +68,18 @@ pub fn normalize(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_whose_utc_year_has_no_four_digits_are_refused() {
+        assert_eq!(parse("0000-01-01T00:00:00+01:00"), None);
+        assert_eq!(parse("9999-12-31T23:30:00-01:00"), None);
+        assert!(parse("0000-01-01T00:00:00-01:00").is_some());
+        assert!(parse("9999-12-31T23:30:00+01:00").is_some());
+        assert_eq!(
+            normalize("9999-12-31T23:59:59.999Z").as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+    }
 
     #[test]
     fn offsets_are_normalized_to_utc_millis() {

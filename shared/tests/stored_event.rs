@@ -189,3 +189,66 @@ fn every_field_a_client_sends_is_a_stored_field_of_the_same_name() {
         );
     }
 }
+
+/// Timestamps a client may send: any year, any offset (to ±23:59), any precision.
+fn client_time() -> impl Strategy<Value = String> {
+    (
+        0u32..=9999,
+        1u32..=12,
+        1u32..=28,
+        0u32..24,
+        0u32..60,
+        prop_oneof![Just(String::new()), "\\.[0-9]{1,9}"],
+        prop_oneof![
+            Just("Z".to_string()),
+            (any::<bool>(), 0u32..24, 0u32..60)
+                .prop_map(|(plus, h, m)| format!("{}{h:02}:{m:02}", if plus { '+' } else { '-' })),
+        ],
+    )
+        .prop_map(|(y, mo, d, h, mi, frac, off)| {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:00{frac}{off}")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// "202 means stored": every event ingest accepts decodes in store and forward (the
+    /// Kinesis record) and in post-process (the item store writes, as its stream image).
+    #[test]
+    fn whatever_ingest_accepts_every_consumer_reads(
+        timestamp in proptest::option::of(prop_oneof![client_time(), Just("0000-01-01T00:00:00+01:00".to_string()), Just("9999-12-31T23:30:00-01:00".to_string())]),
+        origin in proptest::option::of(any::<String>()),
+        session in proptest::option::of("\\PC{0,10}"),
+        environment in proptest::option::of("[a-z0-9_-]{1,32}"),
+        data in proptest::option::of(data()),
+    ) {
+        let mut event = serde_json::json!({"type": "prop.event"});
+        if let Some(t) = &timestamp { event["timestamp"] = t.clone().into(); }
+        if let Some(o) = &origin { event["origin"] = o.clone().into(); }
+        if let Some(s) = &session { event["sessionId"] = s.clone().into(); }
+        if let Some(e) = &environment { event["environment"] = e.clone().into(); }
+        let mut body = event.to_string();
+        if let Some(d) = &data {
+            body.pop();
+            body = format!("{body},\"data\":{}}}", d.get());
+        }
+        let who = telemetry_shared::batch::Enrichment {
+            user_id: "prop-user",
+            received_at: Utc.with_ymd_and_hms(2026, 11, 26, 13, 0, 0).unwrap(),
+            idempotency_key: None,
+        };
+        let Ok(prepared) = telemetry_shared::batch::prepare(&body, &who) else {
+            return Ok(());
+        };
+        for record in &prepared.records {
+            let stored = record::decode(&record.data);
+            prop_assert!(stored.is_ok(), "accepted, then undecodable: {body} -> {stored:?}");
+            let stored = stored.unwrap();
+            let image = event_table::to_image(&stored, Some(86_400));
+            let read: Result<StoredEvent<'static, serde::de::IgnoredAny>, _> = event_table::from_image(image);
+            prop_assert!(read.is_ok(), "post-process cannot read {body}");
+            prop_assert!(read.unwrap().check().is_ok());
+        }
+    }
+}
