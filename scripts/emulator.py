@@ -15,6 +15,10 @@ moto's FIFO queues forget a deduplication id once its message is deleted; SQS re
 5 minutes whatever happens to the message. `fifo_deduplication_like_sqs` remembers it, so that a
 consumer that deletes promptly sees what it would see on AWS (no duplicate within 5 minutes).
 
+SQS accepts only `#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF` in a
+message body and refuses others with `InvalidMessageContents` (per entry, in a batch); moto
+accepts anything. `sqs_message_characters_like_aws` applies the rule.
+
 moto's DynamoDB hides behaviours of the real one that the product must handle, so
 `dynamodb_like_aws` brings them back (each is documented by AWS):
 - a new table is CREATING for a while (here `--table-create-seconds`, default 1): DescribeTable
@@ -100,6 +104,54 @@ def fifo_deduplication_like_sqs() -> None:
         add_message(queue, message)
 
     models.Queue.add_message = add_message_once
+
+
+def sqs_refuses(body: str) -> bool:
+    """Whether SQS refuses `body`: a character outside the ones its documentation lists."""
+    for c in body:
+        o = ord(c)
+        if not (o in (0x9, 0xA, 0xD) or 0x20 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or o >= 0x10000):
+            return True
+    return False
+
+
+def sqs_message_characters_like_aws() -> None:
+    """Refuses message bodies with characters SQS refuses (see the module doc)."""
+    from moto.sqs import models
+    from moto.sqs.exceptions import SQSException
+
+    class InvalidMessageContents(SQSException):
+        def __init__(self) -> None:
+            super().__init__("InvalidMessageContents", "Invalid characters found in the message body.")
+
+    send_message = models.SQSBackend.send_message
+    send_message_batch = models.SQSBackend.send_message_batch
+
+    def send_message_checked(backend, queue_name, message_body, *args, **kwargs):
+        if sqs_refuses(message_body):
+            raise InvalidMessageContents()
+        return send_message(backend, queue_name, message_body, *args, **kwargs)
+
+    def send_message_batch_checked(backend, queue_name, entries):
+        refused = {k: e for k, e in entries.items() if sqs_refuses(e["MessageBody"])}
+        kept = {k: e for k, e in entries.items() if k not in refused}
+        failed = [
+            {
+                "Id": e["Id"],
+                "SenderFault": True,
+                "Code": "InvalidMessageContents",
+                "Message": "Invalid characters found in the message body.",
+            }
+            for e in refused.values()
+        ]
+        if not kept:
+            return [], failed
+        # The batch call sends through send_message: bodies were checked above.
+        messages, other_failures = send_message_batch(backend, queue_name, kept)
+        return messages, failed + other_failures
+
+    models.SQSBackend.send_message = send_message_checked
+    models.SQSBackend.send_message_batch = send_message_batch_checked
 
 
 # DynamoDB's item size limit, in bytes, as it measures items (`item_size`).
@@ -260,6 +312,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fast_sqs_attributes()
     fifo_deduplication_like_sqs()
+    sqs_message_characters_like_aws()
     dynamodb_like_aws(args.table_create_seconds)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(

@@ -1,5 +1,7 @@
 //! Delivery of events to subscribed queues: message shape, FIFO ids, batch planning.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 use crate::route::is_fifo;
@@ -35,7 +37,7 @@ impl QueueMessage {
     ) -> Self {
         let fifo = is_fifo(queue_url);
         Self {
-            body: body.to_string(),
+            body: sqs_safe_json(body).into_owned(),
             event_type: event_type.to_string(),
             group_id: fifo.then(|| user_id.to_string()),
             dedup_id: fifo.then(|| dedup_id(user_id, event_id)),
@@ -46,6 +48,32 @@ impl QueueMessage {
     pub fn size(&self) -> usize {
         self.body.len() + EVENT_TYPE_ATTRIBUTE.len() + "String".len() + self.event_type.len()
     }
+}
+
+/// Whether SQS accepts `c` in a message body: `#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
+/// #x10000-#x10FFFF` (the SQS API reference); it refuses any other with InvalidMessageContents.
+fn sqs_accepts(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `json` with every character SQS refuses written as a JSON `\uXXXX` escape: the same JSON
+/// value, in a body SQS accepts. In JSON text such a character can only stand inside a string
+/// (U+FFFE and U+FFFF are the ones UTF-8 text can hold; control characters are escaped there
+/// already), where the escape means the same character. Without this, one event holding one of
+/// them fails its delivery, and its dead letter, on every retry.
+pub fn sqs_safe_json(json: &str) -> Cow<'_, str> {
+    if json.chars().all(sqs_accepts) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if sqs_accepts(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// FIFO deduplication id: hex SHA-256 of (user id, 0x00, event id). Event ids are unique per
@@ -86,6 +114,20 @@ pub fn plan_batches(sizes: &[usize], limit: usize) -> (Vec<Vec<usize>>, Vec<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_written_with_only_characters_sqs_accepts_and_mean_the_same() {
+        let json = "{\"origin\":\"a\u{FFFF}b\",\"data\":{\"k\u{FFFE}\":\"\u{10FFFF}\"}}";
+        let safe = sqs_safe_json(json);
+        assert!(safe.chars().all(sqs_accepts), "{safe}");
+        assert!(safe.contains("\\uFFFF") && safe.contains("\\uFFFE"));
+        let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        assert_eq!(parsed(&safe), parsed(json));
+        // Nothing to do: the same text, not a copy.
+        assert!(matches!(sqs_safe_json("{\"a\":\"é\"}"), Cow::Borrowed(_)));
+        let m = QueueMessage::new("https://q/1/q", json, "t", "u", "e");
+        assert!(m.body.chars().all(sqs_accepts));
+    }
 
     #[test]
     fn fifo_messages_carry_group_and_dedup_ids() {

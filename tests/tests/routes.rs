@@ -205,3 +205,36 @@ async fn the_demo_route_forwards_demo_events() {
         .await;
     assert_eq!(ids(&got), BTreeSet::from(["dora/d1".to_string()]));
 }
+
+#[tokio::test]
+async fn an_event_holding_characters_sqs_refuses_is_delivered_as_the_same_json() {
+    // The emulator refuses such bodies as SQS does (InvalidMessageContents).
+    let stack = TestStack::start().await;
+    let queue = stack.queue("odd").await;
+    let (status, body) = stack
+        .put(
+            &admin(),
+            "/v1/routes/odd",
+            &json!({"match": "odd.*", "queueUrl": queue}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The route cache of the test stack refreshes every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = token("dave", "events:write");
+    let event = json!({"type": "odd.chars", "id": "odd-1", "origin": "a\u{FFFF}b",
+        "data": {"k\u{FFFE}": "v\u{FFFF}"}});
+    assert_eq!(stack.post_events(&t, &event).await.0, 202);
+    let got = stack.drain(&queue, 1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "not delivered: {got:?}");
+    assert_eq!(got[0]["body"]["origin"], "a\u{FFFF}b");
+    assert_eq!(got[0]["body"]["data"]["k\u{FFFE}"], "v\u{FFFF}");
+    stack.settle().await;
+    assert!(
+        stack
+            .drain(&stack.stack.dlq_url, 1, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+}
