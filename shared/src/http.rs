@@ -57,6 +57,9 @@ impl ResponseBudget {
     }
 }
 
+/// Most gzip members a compressed body may hold (clients send one).
+pub const MAX_GZIP_MEMBERS: usize = 4;
+
 /// `Retry-After` of a 503: a dependency that failed for the retry budget is worth another try
 /// a moment later, not at once.
 pub const RETRY_AFTER_SECS: u32 = 2;
@@ -280,13 +283,29 @@ pub fn body(req: &ApiGatewayV2httpRequest) -> Result<Cow<'_, [u8]>, ApiError> {
 
 /// Decompresses gzip, refusing output beyond `limit` bytes.
 pub fn gunzip_bounded(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let invalid = |why: &str| ApiError::bad_request("invalid_body", why.to_string());
     let mut out = Vec::with_capacity((compressed.len() * 4).min(limit + 1));
-    flate2::read::MultiGzDecoder::new(compressed)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| ApiError::bad_request("invalid_body", "body is not valid gzip"))?;
-    if out.len() > limit {
-        return Err(ApiError::payload_too_large());
+    let mut input: &[u8] = compressed;
+    let mut members = 0;
+    // Member by member: a body of thousands of empty members costs CPU for nothing.
+    while !input.is_empty() {
+        members += 1;
+        if members > MAX_GZIP_MEMBERS {
+            return Err(invalid("body has more gzip members than a client sends"));
+        }
+        let budget = (limit + 1 - out.len()) as u64;
+        flate2::bufread::GzDecoder::new(&mut input)
+            .take(budget)
+            .read_to_end(&mut out)
+            .map_err(|_| invalid("body is not valid gzip"))?;
+        if out.len() > limit {
+            return Err(ApiError::payload_too_large());
+        }
+    }
+    // gzip adds ~20 bytes a member and deflate ~0.1% to incompressible text: a body that
+    // shrinks by more than that was made to cost work, not to carry events.
+    if compressed.len() > out.len() + out.len() / 100 + 64 * members {
+        return Err(invalid("body shrinks when decompressed"));
     }
     Ok(out)
 }
@@ -328,6 +347,51 @@ mod tests {
             gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err().status,
             413
         );
+    }
+
+    #[test]
+    fn a_body_of_many_gzip_members_is_refused_at_once() {
+        // 52,428 empty members: 1 MiB that decompresses to nothing, ~0.5 s of CPU unbounded.
+        let empty = gzip(b"");
+        let bomb: Vec<u8> = empty
+            .iter()
+            .copied()
+            .cycle()
+            .take(empty.len() * 52_428)
+            .collect();
+        let started = std::time::Instant::now();
+        let err = gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "invalid_body"));
+        assert!(err.message.contains("members"), "{}", err.message);
+        // Refused after MAX_GZIP_MEMBERS members: no time to speak of, even in a debug build.
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        // A few members, as a client concatenating them would send, are fine.
+        let two = [gzip(b"{\"events\":["), gzip(b"{\"type\":\"a\"}]}")].concat();
+        assert_eq!(
+            gunzip_bounded(&two, 1000).unwrap(),
+            b"{\"events\":[{\"type\":\"a\"}]}"
+        );
+    }
+
+    #[test]
+    fn a_body_that_shrinks_when_decompressed_is_refused_but_small_ones_pass() {
+        // Small JSON grows a little when gzipped: accepted.
+        assert!(gunzip_bounded(&gzip(b"{\"type\":\"a\"}"), 1000).is_ok());
+        // Four empty members (the most allowed) padding nothing: refused.
+        let empty = gzip(b"");
+        let padded = [empty.clone(), empty.clone(), empty.clone(), gzip(b"{}")].concat();
+        assert!(
+            gunzip_bounded(&padded, 1000).is_ok(),
+            "within the overhead allowed"
+        );
+        // A member whose header carries a large extra field, decompressing to 2 bytes.
+        let mut enc = flate2::GzBuilder::new()
+            .extra(vec![b'x'; 60_000])
+            .write(Vec::new(), flate2::Compression::best());
+        enc.write_all(b"{}").unwrap();
+        let heavy = enc.finish().unwrap();
+        let err = gunzip_bounded(&heavy, 1000).unwrap_err();
+        assert!(err.message.contains("shrinks"), "{}", err.message);
     }
 
     #[test]
