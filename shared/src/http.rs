@@ -247,6 +247,12 @@ pub fn require_json(req: &ApiGatewayV2httpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// Whether the request's body is gzip-compressed (`Content-Encoding`).
+pub fn is_compressed(req: &ApiGatewayV2httpRequest) -> bool {
+    header(req, "content-encoding")
+        .is_some_and(|e| matches!(e.trim().to_ascii_lowercase().as_str(), "gzip" | "x-gzip"))
+}
+
 /// The request body as bytes: base64-decoded when API Gateway encoded it, gunzipped when
 /// `Content-Encoding: gzip`, never larger than [`MAX_BODY_BYTES`] (checked while decompressing,
 /// so a gzip bomb costs at most that much memory).

@@ -215,6 +215,12 @@ pub enum RateDecision {
         /// Seconds until the window resets.
         retry_after_secs: u32,
     },
+    /// More events in one request than the limit ever allows at once: retrying cannot help
+    /// (answer 413, not a retryable 429).
+    TooLarge {
+        /// The most events one request may carry.
+        most: u64,
+    },
 }
 
 /// Limits how many events one user may send per window, across every running function.
@@ -226,6 +232,11 @@ pub trait RateLimiter: Send + Sync {
         events: u64,
         now: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+
+    /// The most events one request may carry (`None`: any number).
+    fn most_per_request(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No limit.
@@ -254,6 +265,10 @@ impl<L: RateLimiter> RateLimiter for Option<L> {
             Some(limiter) => limiter.acquire(user_id, events, now).await,
             None => Ok(RateDecision::Allowed),
         }
+    }
+
+    fn most_per_request(&self) -> Option<u64> {
+        self.as_ref().and_then(L::most_per_request)
     }
 }
 

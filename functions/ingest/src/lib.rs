@@ -64,6 +64,17 @@ impl Config {
     }
 }
 
+/// A request that can never fit the per-user limit: not a retryable 429.
+fn too_large_for_the_limit(most: u64) -> ApiError {
+    ApiError::new(
+        413,
+        "batch_exceeds_rate_limit",
+        format!(
+            "a request may carry at most {most} events under this user's rate limit: send smaller batches"
+        ),
+    )
+}
+
 /// The ingest handler: built once per execution environment.
 pub struct Ingest<S, L = Unlimited, Q = NoQueues> {
     verifier: Verifier,
@@ -167,6 +178,39 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
         response
     }
 
+    /// Takes `events` from the user's allowance: `Err` with the 429 (or 413) to answer when it
+    /// does not fit. A counter that cannot be reached lets the request through (logged): the
+    /// limit protects the pipeline, it must not take ingest down (see `aws::rate_limit`).
+    async fn admit(
+        &self,
+        user_id: &str,
+        events: u64,
+        now: chrono::DateTime<chrono::Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<(), ApiError> {
+        match self.limiter.acquire(user_id, events, now).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after_secs }) => {
+                for _ in 0..events {
+                    metrics.rejected("rate_limited");
+                }
+                Err(ApiError {
+                    retry_after: Some(retry_after_secs),
+                    ..ApiError::new(
+                        429,
+                        "rate_limited",
+                        "too many events for this user; retry later",
+                    )
+                })
+            }
+            Ok(RateDecision::TooLarge { most }) => Err(too_large_for_the_limit(most)),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit unavailable; request let through");
+                Ok(())
+            }
+        }
+    }
+
     async fn accept(
         &self,
         req: &ApiGatewayV2httpRequest,
@@ -191,17 +235,37 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
                 ));
             }
         };
+        let received_at = chrono::Utc::now();
+        // A compressed body costs work to open: the request is counted against the limit
+        // before that (one event now, the rest once they are counted).
+        let compressed = api::is_compressed(req);
+        if compressed {
+            self.admit(&principal.sub, 1, received_at, metrics).await?;
+        }
         let body = api::body(req)?;
         let body = std::str::from_utf8(&body)
             .map_err(|_| ApiError::bad_request("invalid_json", "body is not UTF-8"))?;
 
         let who = Enrichment {
             user_id: &principal.sub,
-            received_at: chrono::Utc::now(),
+            received_at,
             idempotency_key,
         };
         let prepared = batch::prepare(body, &who)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        // Every event the request carries counts, valid or not (rejected ones cost work too, and
+        // may be kept in the rejected-events queue).
+        let carried = (prepared.records.len() + prepared.rejected.len()) as u64;
+        if let Some(most) = self.limiter.most_per_request()
+            && carried > most
+        {
+            return Err(too_large_for_the_limit(most));
+        }
+        let uncounted = carried - u64::from(compressed);
+        if uncounted > 0 {
+            self.admit(&principal.sub, uncounted, received_at, metrics)
+                .await?;
+        }
         for r in &prepared.rejected {
             metrics.rejected(r.code.as_str());
         }
@@ -223,28 +287,6 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
         }
 
         let accepted = prepared.records.len();
-        match self
-            .limiter
-            .acquire(&principal.sub, accepted as u64, who.received_at)
-            .await
-        {
-            Ok(RateDecision::Allowed) => {}
-            Ok(RateDecision::Limited { retry_after_secs }) => {
-                for _ in 0..accepted {
-                    metrics.rejected("rate_limited");
-                }
-                return Err(ApiError {
-                    retry_after: Some(retry_after_secs),
-                    ..ApiError::new(
-                        429,
-                        "rate_limited",
-                        "too many events for this user; retry later",
-                    )
-                });
-            }
-            // The limit protects the pipeline; it must not take ingest down with it.
-            Err(e) => tracing::warn!(error = %e, "rate limit unavailable; request let through"),
-        }
         let retried = self
             .sink
             .put_records(prepared.records)
