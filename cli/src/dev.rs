@@ -61,6 +61,7 @@ impl DevState {
             key: VerificationKey::Secret(Secret::new(self.secret.clone())),
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
+            max_ttl_secs: None,
         }
     }
 

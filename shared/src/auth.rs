@@ -158,6 +158,8 @@ pub struct AuthConfig {
     pub issuer: String,
     /// Required `aud`.
     pub audience: String,
+    /// Longest lifetime a token may have, `exp` − `iat` (`JWT_MAX_TTL`, seconds; unset: any).
+    pub max_ttl_secs: Option<u64>,
 }
 
 impl AuthConfig {
@@ -196,6 +198,10 @@ impl AuthConfig {
             key,
             issuer: env.required("JWT_ISSUER")?,
             audience: env.required("JWT_AUDIENCE")?,
+            max_ttl_secs: match env.parsed_or::<u64>("JWT_MAX_TTL", 0)? {
+                0 => None,
+                secs => Some(secs),
+            },
         };
         config.check_key_fits_algorithms()?;
         Ok(config)
@@ -253,7 +259,9 @@ fn parse_algorithms(raw: &str) -> Result<Vec<Algorithm>, String> {
 /// Verifies bearer tokens. Built once at cold start.
 pub struct Verifier {
     keys: Keys,
-    validation: Validation,
+    /// One per algorithm family configured.
+    validations: Vec<Validation>,
+    max_ttl_secs: Option<u64>,
 }
 
 enum Keys {
@@ -261,21 +269,24 @@ enum Keys {
     Jwks(Jwks),
 }
 
+/// A JWKS key and the algorithm it declares (`alg`; a token must then use that one).
+struct JwkKey {
+    key: DecodingKey,
+    alg: Option<Algorithm>,
+}
+
 /// The keys of a JWKS URL, by key id.
 struct Jwks {
     url: String,
     refetch_interval: Duration,
     http: reqwest::Client,
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys: RwLock<HashMap<String, JwkKey>>,
     /// When the keys were last fetched; also serialises fetches.
     fetched: tokio::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Jwks {
-    async fn fetch(
-        url: &str,
-        http: &reqwest::Client,
-    ) -> Result<HashMap<String, DecodingKey>, String> {
+    async fn fetch(url: &str, http: &reqwest::Client) -> Result<HashMap<String, JwkKey>, String> {
         let set: jsonwebtoken::jwk::JwkSet = http
             .get(url)
             .send()
@@ -294,7 +305,11 @@ impl Jwks {
             if let (Some(kid), true) = (&jwk.common.key_id, signing)
                 && let Ok(key) = DecodingKey::from_jwk(jwk)
             {
-                keys.insert(kid.clone(), key);
+                let alg = jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+                keys.insert(kid.clone(), JwkKey { key, alg });
             }
         }
         if keys.is_empty() {
@@ -332,7 +347,14 @@ enum Refusal {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("algorithms", &self.validation.algorithms)
+            .field(
+                "algorithms",
+                &self
+                    .validations
+                    .iter()
+                    .flat_map(|v| v.algorithms.iter())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -340,6 +362,12 @@ impl fmt::Debug for Verifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// A string: an array `iss` (which jsonwebtoken would match element-wise) is refused.
+    #[allow(dead_code)]
+    iss: String,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -384,7 +412,8 @@ impl Verifier {
                 keys: RwLock::new(keys),
                 fetched: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             }),
-            validation: validation(config),
+            validations: validations(config),
+            max_ttl_secs: config.max_ttl_secs,
         })
     }
 
@@ -415,16 +444,34 @@ impl Verifier {
             }
             VerificationKey::PublicKeyPem(pem) => {
                 let pem = pem.as_bytes();
-                DecodingKey::from_rsa_pem(pem)
-                    .or_else(|_| DecodingKey::from_ec_pem(pem))
-                    .map_err(|_| {
-                        ConfigError::invalid("JWT_PUBLIC_KEY", "not an RSA or EC public key in PEM")
-                    })?
+                let (key, kind, fits) = match DecodingKey::from_rsa_pem(pem) {
+                    Ok(key) => (key, "an RSA key verifies RS*/PS*", 1),
+                    Err(_) => (
+                        DecodingKey::from_ec_pem(pem).map_err(|_| {
+                            ConfigError::invalid(
+                                "JWT_PUBLIC_KEY",
+                                "not an RSA or EC public key in PEM",
+                            )
+                        })?,
+                        "an EC key verifies ES*",
+                        2,
+                    ),
+                };
+                // Every token of another family would be refused: say so now, not at the
+                // first request.
+                if let Some(other) = config.algorithms.iter().find(|a| family(**a) != fits) {
+                    return Err(ConfigError::invalid(
+                        "JWT_ALGORITHMS",
+                        format!("{other:?} cannot be verified with JWT_PUBLIC_KEY: {kind} only"),
+                    ));
+                }
+                key
             }
         };
         Ok(Self {
             keys: Keys::Static(key),
-            validation: validation(config),
+            validations: validations(config),
+            max_ttl_secs: config.max_ttl_secs,
         })
     }
 
@@ -442,17 +489,31 @@ impl Verifier {
     }
 
     fn check(&self, token: &str) -> Result<Principal, Refusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid)?;
+        // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, or
+        // refuse the token; this one understands none.
+        if header.crit.is_some() {
+            return Err(Refusal::Invalid);
+        }
+        // The validation of the token's algorithm family (jsonwebtoken checks one family at a
+        // time); an algorithm not configured has none.
+        let validation = self
+            .validations
+            .iter()
+            .find(|v| v.algorithms.contains(&header.alg))
+            .ok_or(Refusal::Invalid)?;
         let decoded = match &self.keys {
-            Keys::Static(key) => jsonwebtoken::decode::<Claims>(token, key, &self.validation),
+            Keys::Static(key) => jsonwebtoken::decode::<Claims>(token, key, validation),
             Keys::Jwks(jwks) => {
-                let kid = jsonwebtoken::decode_header(token)
-                    .map_err(|_| Refusal::Invalid)?
-                    .kid
-                    .ok_or(Refusal::Invalid)?;
+                let kid = header.kid.ok_or(Refusal::Invalid)?;
                 let keys = jwks.keys.read().map_err(|_| Refusal::Invalid)?;
-                let key = keys.get(&kid).ok_or(Refusal::UnknownKey)?;
+                let entry = keys.get(&kid).ok_or(Refusal::UnknownKey)?;
+                // A key that declares its algorithm verifies only tokens of that algorithm.
+                if entry.alg.is_some_and(|alg| alg != header.alg) {
+                    return Err(Refusal::Invalid);
+                }
                 tracing::debug!(kid = %kid, "verifying with a JWKS key");
-                jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                jsonwebtoken::decode::<Claims>(token, &entry.key, validation)
             }
         };
         let data = decoded.map_err(|e| {
@@ -462,6 +523,14 @@ impl Verifier {
         let claims = data.claims;
         if !is_valid_user_id(&claims.sub) {
             return Err(Refusal::Invalid);
+        }
+        if let Some(max) = self.max_ttl_secs {
+            let issued = claims
+                .iat
+                .unwrap_or_else(jsonwebtoken::get_current_timestamp);
+            if claims.exp.saturating_sub(issued) > max + LEEWAY_SECS {
+                return Err(Refusal::Invalid);
+            }
         }
         let mut scopes = 0u8;
         let mut grant = |s: &str| {
@@ -512,9 +581,40 @@ fn is_hmac(a: &Algorithm) -> bool {
     matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-fn validation(config: &AuthConfig) -> Validation {
-    let mut validation = Validation::new(config.algorithms[0]);
-    validation.algorithms = config.algorithms.clone();
+/// The family of an algorithm: jsonwebtoken validates one family at a time.
+fn family(a: Algorithm) -> u8 {
+    match a {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => 0,
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => 1,
+        Algorithm::ES256 | Algorithm::ES384 => 2,
+        // EdDSA, and whatever jsonwebtoken adds: a family of its own each.
+        _ => 3,
+    }
+}
+
+/// One validation per algorithm family of the configuration (`RS256,ES256` needs two).
+fn validations(config: &AuthConfig) -> Vec<Validation> {
+    let mut out: Vec<Validation> = Vec::new();
+    for &alg in &config.algorithms {
+        match out
+            .iter_mut()
+            .find(|v| family(v.algorithms[0]) == family(alg))
+        {
+            Some(v) => v.algorithms.push(alg),
+            None => out.push(validation(config, alg)),
+        }
+    }
+    out
+}
+
+fn validation(config: &AuthConfig, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
     validation.leeway = LEEWAY_SECS;
     validation.validate_exp = true;
     validation.validate_nbf = true;
@@ -572,6 +672,7 @@ mod tests {
             key: VerificationKey::Secret(Secret::new(SECRET.into())),
             issuer: "iss".into(),
             audience: "aud".into(),
+            max_ttl_secs: None,
         })
         .unwrap()
     }
@@ -611,6 +712,71 @@ mod tests {
         assert_eq!(
             p.require(Scope::Admin),
             Err(AuthError::Forbidden(Scope::Admin))
+        );
+    }
+
+    #[test]
+    fn tokens_the_rfcs_say_to_refuse_are_refused() {
+        let base = serde_json::json!({"sub": "u1", "iss": "iss", "aud": "aud", "exp": now() + 600});
+        assert!(verifier().verify(&token(base.clone())).is_ok());
+        // An array `iss`, even one holding the issuer.
+        let mut array_iss = base.clone();
+        array_iss["iss"] = serde_json::json!(["iss", "other"]);
+        assert_eq!(
+            verifier().verify(&token(array_iss)),
+            Err(AuthError::Unauthorized)
+        );
+        // A `crit` header naming an extension nobody here understands (RFC 7515 §4.1.11).
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp-ext".into()]);
+        let critical =
+            jsonwebtoken::encode(&header, &base, &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap();
+        assert_eq!(verifier().verify(&critical), Err(AuthError::Unauthorized));
+    }
+
+    #[test]
+    fn jwt_max_ttl_bounds_a_tokens_lifetime() {
+        let env = |ttl: &str| {
+            crate::config::Env::from_map([
+                ("JWT_ALGORITHMS", "HS256"),
+                ("JWT_SECRET", SECRET),
+                ("JWT_ISSUER", "iss"),
+                ("JWT_AUDIENCE", "aud"),
+                ("JWT_MAX_TTL", ttl),
+            ])
+        };
+        let bounded = Verifier::new(&AuthConfig::from_env(&env("3600")).unwrap()).unwrap();
+        let lived = |secs: u64| {
+            token(
+                serde_json::json!({"sub": "u1", "iss": "iss", "aud": "aud", "iat": now(), "exp": now() + secs}),
+            )
+        };
+        assert!(bounded.verify(&lived(3600)).is_ok());
+        assert_eq!(
+            bounded.verify(&lived(86_400 * 365)),
+            Err(AuthError::Unauthorized)
+        );
+        // Off (0, the default): any lifetime.
+        let unbounded = Verifier::new(&AuthConfig::from_env(&env("0")).unwrap()).unwrap();
+        assert!(unbounded.verify(&lived(86_400 * 365)).is_ok());
+    }
+
+    #[test]
+    fn a_public_key_refuses_algorithms_of_another_family_at_start() {
+        let rsa_public = include_str!("../../tests/fixtures/test-only-rsa-public.pem");
+        let err = Verifier::new(&AuthConfig {
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+            key: VerificationKey::PublicKeyPem(rsa_public.into()),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            max_ttl_secs: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("JWT_ALGORITHMS") && err.contains("ES256"),
+            "{err}"
         );
     }
 
@@ -693,6 +859,7 @@ mod tests {
             key: VerificationKey::Secret(Secret::new(SECRET.into())),
             issuer: "i".into(),
             audience: "a".into(),
+            max_ttl_secs: None,
         })
         .unwrap_err();
         assert!(err.to_string().contains("JWT_ALGORITHMS"));

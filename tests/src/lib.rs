@@ -95,6 +95,7 @@ pub fn hs256_auth() -> AuthConfig {
         key: VerificationKey::Secret(Secret::new(TEST_SECRET.into())),
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
+        max_ttl_secs: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn verifier() -> Verifier {
         key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
         issuer: "telemetry-local".into(),
         audience: "telemetry".into(),
+        max_ttl_secs: None,
     })
     .unwrap()
 }

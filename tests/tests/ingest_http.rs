@@ -234,6 +234,7 @@ async fn rs256_public_key_used_as_hs256_secret_is_401() {
             key: VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
+            max_ttl_secs: None,
         },
         ..StackOptions::default()
     })

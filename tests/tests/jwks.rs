@@ -52,6 +52,7 @@ fn config(url: &str) -> AuthConfig {
         key: VerificationKey::JwksUrl(url.to_string()),
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
+        max_ttl_secs: None,
     }
 }
 
@@ -139,4 +140,52 @@ async fn the_stack_accepts_tokens_signed_by_a_jwks_key() {
         .post_events(&token("unknown-kid", "jwks-user"), &json!({"type": "x"}))
         .await;
     assert_eq!(status, 401);
+}
+
+fn token_with(alg: Algorithm, kid: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "scope": "events:write"});
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn algorithms_of_several_families_work_together() {
+    // RS256 and ES256 both named: jsonwebtoken takes one family per validation, so a single
+    // validation of both refused every token.
+    let (url, _) = serve_jwks().await;
+    let mut both = config(&url);
+    both.algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+    let verifier = Verifier::connect(&both).await.unwrap();
+    assert!(
+        verifier
+            .verify(&token_with(Algorithm::RS256, "test-only-key-1"))
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_jwk_that_declares_its_algorithm_verifies_only_that_one() {
+    // The JWKS key says `"alg": "RS256"`; RS384 is configured too, but not for this key.
+    let (url, _) = serve_jwks().await;
+    let mut wider = config(&url);
+    wider.algorithms = vec![Algorithm::RS256, Algorithm::RS384];
+    let verifier = Verifier::connect(&wider).await.unwrap();
+    assert!(
+        verifier
+            .verify(&token_with(Algorithm::RS256, "test-only-key-1"))
+            .is_ok()
+    );
+    assert_eq!(
+        verifier
+            .verify(&token_with(Algorithm::RS384, "test-only-key-1"))
+            .map(|p| p.sub),
+        Err(AuthError::Unauthorized)
+    );
 }

@@ -18,6 +18,7 @@ fn ingest(c: &mut Criterion) {
         key: VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
         issuer: "bench".into(),
         audience: "telemetry".into(),
+        max_ttl_secs: None,
     })
     .unwrap();
     let now = jsonwebtoken::get_current_timestamp();

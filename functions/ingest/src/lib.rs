@@ -372,6 +372,7 @@ mod tests {
             key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
             issuer: "telemetry-local".into(),
             audience: "telemetry".into(),
+            max_ttl_secs: None,
         })
         .unwrap();
         Ingest::new(verifier, MemorySink::default())
