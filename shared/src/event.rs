@@ -389,6 +389,14 @@ impl IncomingEvent<'_> {
                     format!("`data` nests more than {MAX_DATA_DEPTH} levels"),
                 ));
             }
+            // Kept verbatim, so it must be text every consumer's parser reads (`GET /v1/events`
+            // answers, queue messages).
+            if let Some(problem) = crate::json::strict_problem(data) {
+                return Err(Rejection::new(
+                    RejectCode::InvalidData,
+                    format!("`data` is refused by strict JSON parsers: {problem}"),
+                ));
+            }
         }
         Ok(())
     }

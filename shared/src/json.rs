@@ -95,9 +95,117 @@ pub fn string_contents(quoted: &str, escaped: bool) -> Option<Cow<'_, str>> {
     }
 }
 
+/// What strict JSON parsers refuse in `raw` (valid JSON, per RFC 8259's grammar): an object
+/// with the same key twice (RFC 8259 leaves its meaning undefined: parsers keep the first, the
+/// last, or fail), a lone UTF-16 surrogate escape (`"\ud800"`: valid grammar, no Unicode
+/// text). Numbers are not among them: any size and precision is kept as sent, a promise of the
+/// API (a consumer reading them as doubles rounds or overflows them itself). One pass; strings
+/// skipped with [`string_end`].
+pub fn strict_problem(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    // Per open container: the keys of an object (`None` for an array).
+    let mut open: Vec<Option<Vec<Cow<'_, str>>>> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' => {
+                open.push(Some(Vec::new()));
+                expect_key = true;
+            }
+            b'[' => {
+                open.push(None);
+                expect_key = false;
+            }
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => expect_key = matches!(open.last(), Some(Some(_))),
+            b':' => expect_key = false,
+            b'"' => {
+                let (end, escaped) = string_end(b, i)?;
+                let quoted = &raw[i..end];
+                if escaped && has_lone_surrogate(&quoted[1..quoted.len() - 1]) {
+                    return Some("a string holds a lone UTF-16 surrogate escape".into());
+                }
+                if expect_key && let Some(Some(keys)) = open.last_mut() {
+                    let key = string_contents(quoted, escaped)?;
+                    if keys.contains(&key) {
+                        return Some(format!("an object holds the key {quoted} twice"));
+                    }
+                    keys.push(key);
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether the contents of a JSON string (between its quotes) escape a lone surrogate.
+fn has_lone_surrogate(contents: &str) -> bool {
+    let b = contents.as_bytes();
+    let hex = |at: usize| {
+        contents
+            .get(at..at + 4)
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else { return false };
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                    return true;
+                }
+                i += 12;
+            }
+            0xDC00..=0xDFFF => return true,
+            _ => i += 6,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_strict_parsers_refuse_is_found() {
+        for (raw, why) in [
+            (r#"{"a":1,"a":2}"#, "twice"),
+            (r#"{"x":{"k":1,"\u006b":2}}"#, "twice"),
+            (r#"{"s":"\ud800"}"#, "surrogate"),
+            (r#"{"s":"\udc00x"}"#, "surrogate"),
+            (r#"{"s":["ok","\ud83d\u0041"]}"#, "surrogate"),
+        ] {
+            let problem = strict_problem(raw).unwrap_or_else(|| panic!("{raw} passed"));
+            assert!(problem.contains(why), "{raw}: {problem}");
+        }
+        for fine in [
+            r#"{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}"#,
+            r#"{"emoji":"\ud83d\ude00","esc":"\\ud800 is text","e":"1e99999"}"#,
+            r#"{"n":1e999999,"m":123456789012345678901234567890,"t":true,"f":false,"z":null}"#,
+            r#"{"keys":{"true":1,"e":2}, "arr":[1,2,{"x":[]}]}"#,
+        ] {
+            assert_eq!(strict_problem(fine), None, "{fine}");
+        }
+    }
 
     fn end(text: &str) -> Option<&str> {
         value_end(text.as_bytes(), 0).map(|(e, _)| &text[..e])

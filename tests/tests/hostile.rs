@@ -72,6 +72,18 @@ async fn hostile_requests_get_their_status_and_store_nothing() {
             "no_valid_events",
         ),
         (
+            "duplicate keys inside data (strict parsers refuse them downstream)",
+            br#"{"type":"a","data":{"k":1,"k":2}}"#.to_vec(),
+            400,
+            "no_valid_events",
+        ),
+        (
+            "a lone surrogate escape inside data",
+            br#"{"type":"a","data":{"s":"\ud800"}}"#.to_vec(),
+            400,
+            "no_valid_events",
+        ),
+        (
             "duplicate events key",
             br#"{"events":[{"type":"a"}],"events":[{"type":"b"}]}"#.to_vec(),
             400,
@@ -218,5 +230,33 @@ async fn huge_numbers_and_odd_but_valid_json_are_kept_verbatim() {
     assert_eq!(
         data,
         r#"{"big":1e999999,"long":123456789012345678901234567890123456789012345678901234567890,"neg":-0.0,"uni":"\ud83d\ude00 é","esc":"a\"b\\c"}"#
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = TestStack::start().await;
+    let mut conn = tokio::net::TcpStream::connect(stack.stack.addr)
+        .await
+        .unwrap();
+    // Slowloris: a request line and one header, then nothing.
+    conn.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        telemetry_cli::local::gateway::HEADER_TIMEOUT + Duration::from_secs(5),
+        conn.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection was still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= telemetry_cli::local::gateway::HEADER_TIMEOUT - Duration::from_secs(1)
     );
 }

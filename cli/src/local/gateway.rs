@@ -16,6 +16,40 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Request, Response, StatusCode};
 use base64::Engine;
 
+/// How long a client has to send a request's line and headers (a slow client holds a
+/// connection for nothing: "slowloris"). API Gateway fronts production; locally this server is
+/// the edge, and must not be the weak link.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client has to send a request's body (API Gateway gives an integration 30 s).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `app` on `listener`, HTTP/1.1, with [`HEADER_TIMEOUT`] on every request's headers
+/// (axum's own `serve` sets no timer, so hyper's header timeout never fires there).
+pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %peer, "connection ended");
+            }
+        });
+    }
+}
+
 /// API Gateway's payload limit.
 const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 /// API Gateway's limit on the request line and headers together (HTTP APIs: 10 KiB).
@@ -112,11 +146,20 @@ async fn handle(
         );
     }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_PAYLOAD).await else {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            r#"{"message":"Request Entity Too Large"}"#,
-        );
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_PAYLOAD)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"message":"Request Entity Too Large"}"#,
+            );
+        }
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                r#"{"message":"Request Timeout"}"#,
+            );
+        }
     };
 
     let raw_query = parts.uri.query().unwrap_or("").to_string();

@@ -289,10 +289,7 @@ impl LocalStack {
             query: api_function(query, |h, e| Box::pin(async move { h.handle(&e).await })),
         });
         tasks.push(tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
+            gateway::serve(listener, app).await;
         }));
         Ok(Self {
             addr,
