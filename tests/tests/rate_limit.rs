@@ -205,3 +205,22 @@ async fn the_limit_slides_across_the_minute_boundary() {
             .unwrap()
     ));
 }
+
+#[tokio::test]
+async fn a_compressed_request_is_counted_before_it_is_opened() {
+    let (a, _, _) = two_handlers(20).await;
+    let user = token("gzip-sender", "events:write");
+    let broken = || {
+        let mut req = request(&user, 0, 0);
+        req.headers
+            .insert("content-encoding", "gzip".parse().unwrap());
+        req.body = Some("bm90IGd6aXAgYXQgYWxs".into()); // "not gzip at all"
+        req.is_base64_encoded = true;
+        req
+    };
+    // Each costs the work of opening it, so each counts (one event), whatever it holds.
+    for _ in 0..20 {
+        assert_eq!(a.handle(&broken()).await.status_code, 400);
+    }
+    assert_eq!(a.handle(&broken()).await.status_code, 429);
+}

@@ -1081,3 +1081,39 @@ fn the_local_tables_have_the_templates_keys_indexes_streams_and_ttl() {
         );
     }
 }
+
+#[test]
+fn security_md_lists_every_action_each_role_may_take() {
+    // The data actions (DynamoDB, SQS, Secrets Manager, KMS, Kinesis writes): each must be named
+    // in its function's row of SECURITY.md's IAM table. (Stream reads, logs and the failures
+    // bucket are described there in words.)
+    let t = cfn::template();
+    let security = read("SECURITY.md");
+    let row = |function: &str| -> String {
+        security
+            .lines()
+            .find(|l| l.starts_with(&format!("| {function} |")))
+            .unwrap_or_else(|| panic!("SECURITY.md has no IAM row for {function}"))
+            .split(" | ")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    for (role, statement) in statements(&t) {
+        let function = crate_of(role.trim_end_matches("Role"));
+        let may = row(&function);
+        for action in list(&statement["Action"]) {
+            let action = action.as_str().unwrap();
+            let (service, name) = action.split_once(':').unwrap();
+            let described_in_words = matches!(service, "logs" | "s3")
+                || (service == "kinesis" && name != "PutRecords")
+                || (service == "dynamodb" && name.ends_with("Streams"))
+                || (service == "dynamodb"
+                    && ["DescribeStream", "GetRecords", "GetShardIterator"].contains(&name));
+            assert!(
+                described_in_words || may.contains(name),
+                "SECURITY.md: {function} may {action}, which its row does not say"
+            );
+        }
+    }
+}
