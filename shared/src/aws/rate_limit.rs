@@ -168,7 +168,18 @@ impl DynamoRateLimiter {
             {
                 Ok(Take::Full)
             }
-            Err(e) if e.code().is_some_and(is_throttling) => Ok(Take::Throttled),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(
+                        UpdateItemError::ProvisionedThroughputExceededException(_)
+                            | UpdateItemError::RequestLimitExceeded(_)
+                            | UpdateItemError::ThrottlingException(_)
+                    )
+                ) || e.code().is_some_and(is_throttling) =>
+            {
+                Ok(Take::Throttled)
+            }
             Err(e) => Err(super::store_error(&e)),
         }
     }
@@ -239,6 +250,47 @@ impl RateLimiter for DynamoRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limiter(update: aws_smithy_mocks::Rule) -> (DynamoRateLimiter, aws_smithy_mocks::Rule) {
+        use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+        let get = mock!(Client::get_item).then_output(|| GetItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &update]);
+        (DynamoRateLimiter::new(client, "counts", 100), update)
+    }
+
+    #[tokio::test]
+    async fn a_throttled_counter_limits_and_an_unreachable_one_lets_through() {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+        use aws_smithy_mocks::mock;
+        let now = crate::time::parse("2026-11-26T13:44:16Z").unwrap();
+        // Throttled: the user is hot enough to throttle their own counter — refused.
+        let (throttled, _) = limiter(mock!(Client::update_item).then_error(|| {
+            UpdateItemError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder().build(),
+            )
+        }));
+        assert_eq!(
+            throttled.acquire("u", 1, now).await.unwrap(),
+            RateDecision::Limited {
+                retry_after_secs: 1
+            }
+        );
+        // Unreachable (here: a 5xx): an error, which ingest answers by letting the request in.
+        let (down, _) = limiter(mock!(Client::update_item).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+                aws_smithy_types::body::SdkBody::from("{}"),
+            )
+        }));
+        assert!(down.acquire("u", 1, now).await.is_err());
+        // Larger than any request may be: not a retryable refusal.
+        assert_eq!(
+            down.acquire("u", 101, now).await.unwrap(),
+            RateDecision::TooLarge { most: 100 }
+        );
+    }
 
     #[test]
     fn retry_after_points_at_the_next_minute() {
