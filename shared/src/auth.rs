@@ -9,7 +9,6 @@
 //! [`AuthError::Unauthorized`]: callers learn nothing about which check failed. The token itself
 //! is never logged; the key id may be.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Secret};
 use crate::event::is_valid_user_id;
+use crate::jwks::Jwks;
 
 /// Leeway for `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 60;
@@ -267,74 +267,6 @@ pub struct Verifier {
 enum Keys {
     Static(DecodingKey),
     Jwks(Jwks),
-}
-
-/// A JWKS key and the algorithm it declares (`alg`; a token must then use that one).
-struct JwkKey {
-    key: DecodingKey,
-    alg: Option<Algorithm>,
-}
-
-/// The keys of a JWKS URL, by key id.
-struct Jwks {
-    url: String,
-    refetch_interval: Duration,
-    http: reqwest::Client,
-    keys: RwLock<HashMap<String, JwkKey>>,
-    /// When the keys were last fetched; also serialises fetches.
-    fetched: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Jwks {
-    async fn fetch(url: &str, http: &reqwest::Client) -> Result<HashMap<String, JwkKey>, String> {
-        let set: jsonwebtoken::jwk::JwkSet = http
-            .get(url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("fetching {url}: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("{url} is not a JWKS: {e}"))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let signing = !matches!(
-                jwk.common.public_key_use,
-                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-            );
-            if let (Some(kid), true) = (&jwk.common.key_id, signing)
-                && let Ok(key) = DecodingKey::from_jwk(jwk)
-            {
-                let alg = jwk
-                    .common
-                    .key_algorithm
-                    .and_then(|a| a.to_string().parse::<Algorithm>().ok());
-                keys.insert(kid.clone(), JwkKey { key, alg });
-            }
-        }
-        if keys.is_empty() {
-            return Err(format!("{url} holds no usable signing key with a `kid`"));
-        }
-        Ok(keys)
-    }
-
-    /// Fetches the keys again unless that happened less than a minute ago.
-    async fn refresh(&self) {
-        let mut fetched = self.fetched.lock().await;
-        if fetched.elapsed() < self.refetch_interval {
-            return;
-        }
-        *fetched = tokio::time::Instant::now();
-        match Self::fetch(&self.url, &self.http).await {
-            Ok(keys) => {
-                tracing::info!(keys = keys.len(), "JWKS refreshed");
-                if let Ok(mut current) = self.keys.write() {
-                    *current = keys;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys"),
-        }
-    }
 }
 
 /// Why verification failed, inside this module.

@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod event;
 pub mod http;
 pub mod json;
+pub mod jwks;
 pub mod logging;
 pub mod metrics;
 pub mod ports;

@@ -273,6 +273,7 @@ impl<L: RateLimiter> RateLimiter for Option<L> {
 }
 
 /// In-memory implementations of the ports, for fast handler tests.
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
