@@ -1,10 +1,16 @@
 //! Delivery of events to subscribed queues: message shape, FIFO ids, batch planning.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use aws_lambda_events::kinesis::KinesisEvent;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use sha2::{Digest, Sha256};
 
-use crate::route::is_fifo;
+use crate::record;
+use crate::route::{RouteTable, is_fifo};
 
 /// Most entries in one `SendMessageBatch`.
 pub const MAX_ENTRIES_PER_BATCH: usize = 10;
@@ -109,6 +115,112 @@ pub fn plan_batches(sizes: &[usize], limit: usize) -> (Vec<Vec<usize>>, Vec<usiz
         batches.last_mut().expect("pushed above").push(i);
     }
     (batches, too_large)
+}
+
+/// One message owed to one queue for one record.
+pub struct Delivery<'a> {
+    /// Index of the record in the batch.
+    pub record: usize,
+    /// (user id, event id): identifies the event, for a FIFO dead-letter queue's dedup id.
+    pub event_key: (String, String),
+    /// The route that matched.
+    pub route_id: &'a str,
+    /// Its queue.
+    pub queue_url: &'a str,
+    /// The message to send.
+    pub message: QueueMessage,
+}
+
+/// What the forward dead-letter queue receives for a delivery refused for good.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter<'a> {
+    /// Why the queue refused it.
+    pub reason: &'a str,
+    /// The route.
+    pub route_id: &'a str,
+    /// The route's queue.
+    pub queue_url: &'a str,
+    /// When (canonical form).
+    pub failed_at: String,
+    /// The stored event.
+    pub event: &'a RawValue,
+}
+
+/// What a batch owes to which queue: the pure part of forwarding.
+pub struct Plan<'a> {
+    /// Each record's JSON text ("" when undecodable), by record index.
+    pub bodies: Vec<&'a str>,
+    /// Every (record, matching route) pair.
+    pub deliveries: Vec<Delivery<'a>>,
+    /// Delivery indices per queue URL.
+    pub by_queue: BTreeMap<&'a str, Vec<usize>>,
+    /// Sequence numbers of records that could not be decoded.
+    pub undecodable: Vec<&'a str>,
+}
+
+impl Plan<'_> {
+    /// Number of messages owed.
+    pub fn delivery_count(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// The `SendMessageBatch` calls needed (per queue, entries and bytes bounded by `limit`).
+    pub fn batch_calls(&self, limit: usize) -> usize {
+        self.by_queue
+            .values()
+            .map(|indices| {
+                let sizes: Vec<usize> = indices
+                    .iter()
+                    .map(|&d| self.deliveries[d].message.size())
+                    .collect();
+                plan_batches(&sizes, limit).0.len()
+            })
+            .sum()
+    }
+}
+
+/// Decodes a batch and matches each event against the routes.
+pub fn plan<'a>(event: &'a KinesisEvent, table: &'a RouteTable) -> Plan<'a> {
+    let mut bodies: Vec<&str> = Vec::with_capacity(event.records.len());
+    let mut deliveries: Vec<Delivery<'_>> = Vec::new();
+    let mut undecodable = Vec::new();
+    for (i, r) in event.records.iter().enumerate() {
+        let decoded = std::str::from_utf8(&r.kinesis.data)
+            .ok()
+            .zip(record::decode(&r.kinesis.data).ok());
+        let Some((body, stored)) = decoded else {
+            undecodable.push(r.kinesis.sequence_number.as_str());
+            bodies.push("");
+            continue;
+        };
+        bodies.push(body);
+        for route in table.matching(&stored.kind) {
+            deliveries.push(Delivery {
+                record: i,
+                event_key: (stored.user_id.to_string(), stored.id.to_string()),
+                route_id: &route.id,
+                queue_url: &route.queue_url,
+                message: QueueMessage::new(
+                    &route.queue_url,
+                    body,
+                    &stored.kind,
+                    &stored.user_id,
+                    &stored.id,
+                ),
+            });
+        }
+    }
+    let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (d, delivery) in deliveries.iter().enumerate() {
+        by_queue.entry(delivery.queue_url).or_default().push(d);
+    }
+    Plan {
+        bodies,
+        deliveries,
+        by_queue,
+        undecodable,
+    }
 }
 
 #[cfg(test)]

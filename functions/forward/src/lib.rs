@@ -8,22 +8,21 @@
 //! must neither block the shard nor lose the event: the event and the reason go to the forward
 //! dead-letter queue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::KinesisEventResponse;
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use telemetry_shared::aws::route_table::RouteTableStore;
 use telemetry_shared::aws::sqs::SqsQueues;
 use telemetry_shared::config::{ConfigError, Env};
-use telemetry_shared::delivery::{MAX_SQS_BYTES, QueueMessage, plan_batches};
+use telemetry_shared::delivery::{DeadLetter, Delivery, MAX_SQS_BYTES, QueueMessage, plan_batches};
+pub use telemetry_shared::delivery::{Plan, plan};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{QueueSink, RouteSource, SendError, StoreError};
-use telemetry_shared::record;
 use telemetry_shared::retry::{Attempt, Deadline, RetryPolicy, retry};
 use telemetry_shared::route::RouteTable;
 use tokio::time::Instant;
@@ -105,108 +104,12 @@ impl<R: RouteSource> RouteCache<R> {
     }
 }
 
-/// One message owed to one queue for one record.
-struct Delivery<'a> {
-    record: usize,
-    /// (user id, event id): identifies the event, for a FIFO dead-letter queue's dedup id.
-    event_key: (String, String),
-    route_id: &'a str,
-    queue_url: &'a str,
-    message: QueueMessage,
-}
-
 /// What became of a delivery.
 #[derive(Debug)]
 enum Outcome {
     Delivered,
     Retry(String),
     Dead(String),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DeadLetter<'a> {
-    reason: &'a str,
-    route_id: &'a str,
-    queue_url: &'a str,
-    failed_at: String,
-    event: &'a RawValue,
-}
-
-/// What a batch owes to which queue: the pure part of forwarding.
-pub struct Plan<'a> {
-    /// Each record's JSON text ("" when undecodable), by record index.
-    bodies: Vec<&'a str>,
-    /// Every (record, matching route) pair.
-    deliveries: Vec<Delivery<'a>>,
-    /// Delivery indices per queue URL.
-    by_queue: BTreeMap<&'a str, Vec<usize>>,
-    /// Sequence numbers of records that could not be decoded.
-    undecodable: Vec<&'a str>,
-}
-
-impl Plan<'_> {
-    /// Number of messages owed.
-    pub fn deliveries(&self) -> usize {
-        self.deliveries.len()
-    }
-
-    /// The `SendMessageBatch` calls needed (per queue, entries and bytes bounded by `limit`).
-    pub fn batch_calls(&self, limit: usize) -> usize {
-        self.by_queue
-            .values()
-            .map(|indices| {
-                let sizes: Vec<usize> = indices
-                    .iter()
-                    .map(|&d| self.deliveries[d].message.size())
-                    .collect();
-                plan_batches(&sizes, limit).0.len()
-            })
-            .sum()
-    }
-}
-
-/// Decodes a batch and matches each event against the routes.
-pub fn plan<'a>(event: &'a KinesisEvent, table: &'a RouteTable) -> Plan<'a> {
-    let mut bodies: Vec<&str> = Vec::with_capacity(event.records.len());
-    let mut deliveries: Vec<Delivery<'_>> = Vec::new();
-    let mut undecodable = Vec::new();
-    for (i, r) in event.records.iter().enumerate() {
-        let decoded = std::str::from_utf8(&r.kinesis.data)
-            .ok()
-            .zip(record::decode(&r.kinesis.data).ok());
-        let Some((body, stored)) = decoded else {
-            undecodable.push(r.kinesis.sequence_number.as_str());
-            bodies.push("");
-            continue;
-        };
-        bodies.push(body);
-        for route in table.matching(&stored.kind) {
-            deliveries.push(Delivery {
-                record: i,
-                event_key: (stored.user_id.to_string(), stored.id.to_string()),
-                route_id: &route.id,
-                queue_url: &route.queue_url,
-                message: QueueMessage::new(
-                    &route.queue_url,
-                    body,
-                    &stored.kind,
-                    &stored.user_id,
-                    &stored.id,
-                ),
-            });
-        }
-    }
-    let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (d, delivery) in deliveries.iter().enumerate() {
-        by_queue.entry(delivery.queue_url).or_default().push(d);
-    }
-    Plan {
-        bodies,
-        deliveries,
-        by_queue,
-        undecodable,
-    }
 }
 
 /// The forward handler.
