@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::Method;
 use serde::Serialize;
-use telemetry_shared::auth::{AuthConfig, Scope, Verifier};
+use telemetry_shared::auth::{AuthConfig, Principal, Scope, Verifier};
 use telemetry_shared::aws::rate_limit::DynamoRateLimiter;
 use telemetry_shared::aws::sqs::SqsQueues;
 use telemetry_shared::batch::{self, Enrichment, RejectedEvent};
@@ -211,73 +211,33 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
         }
     }
 
+    /// `POST /v1/events`, step by step: who is asking ([`Self::authorize`]), count the request
+    /// against their limit and read it ([`Self::read_events`]), keep what was refused, put the
+    /// rest on the stream ([`Self::put_on_stream`]), answer.
     async fn accept(
         &self,
         req: &ApiGatewayV2httpRequest,
         metrics: &mut Metrics,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        if api::method(req) != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
-        let principal = self
-            .verifier
-            .authenticate(api::header(req, "authorization"))
-            .await?;
-        principal.require(Scope::EventsWrite)?;
-        api::require_json(req)?;
-        let idempotency_key = match api::header(req, "idempotency-key") {
-            None => None,
-            Some(key) if batch::is_valid_idempotency_key(key) => Some(key),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1..=64 visible ASCII characters",
-                ));
-            }
-        };
+        let principal = self.authorize(req).await?;
+        let idempotency_key = idempotency_key(req)?;
         let received_at = chrono::Utc::now();
-        // A compressed body costs work to open: the request is counted against the limit
-        // before that (one event now, the rest once they are counted).
-        let compressed = api::is_compressed(req);
-        if compressed {
-            self.admit(&principal.sub, 1, received_at, metrics).await?;
-        }
-        let body = api::body(req)?;
+        let body = self
+            .read_body(req, &principal, received_at, metrics)
+            .await?;
         let body = std::str::from_utf8(&body)
             .map_err(|_| ApiError::bad_request("invalid_json", "body is not UTF-8"))?;
-
         let who = Enrichment {
             user_id: &principal.sub,
             received_at,
             idempotency_key,
         };
-        let prepared = batch::prepare(body, &who)
-            .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-        // Every event the request carries counts, valid or not (rejected ones cost work too, and
-        // may be kept in the rejected-events queue).
-        let carried = (prepared.records.len() + prepared.rejected.len()) as u64;
-        if let Some(most) = self.limiter.most_per_request()
-            && carried > most
-        {
-            return Err(too_large_for_the_limit(most));
-        }
-        let uncounted = carried - u64::from(compressed);
-        if uncounted > 0 {
-            self.admit(&principal.sub, uncounted, received_at, metrics)
-                .await?;
-        }
-        for r in &prepared.rejected {
-            metrics.rejected(r.code.as_str());
-        }
+        let prepared = self.read_events(req, body, &who, metrics).await?;
         if !prepared.rejected.is_empty() {
-            let received_at = telemetry_shared::time::format(who.received_at);
+            let received_at = telemetry_shared::time::format(received_at);
             self.keep_rejected(&principal.sub, &received_at, &prepared.rejected)
                 .await;
         }
-        metrics.add(
-            Metric::BatchSize,
-            (prepared.records.len() + prepared.rejected.len()) as u64,
-        );
         if prepared.records.is_empty() {
             return Err(ApiError::bad_request(
                 "no_valid_events",
@@ -285,17 +245,8 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
             )
             .with_details("rejected", serde_json::json!(prepared.rejected)));
         }
-
         let accepted = prepared.records.len();
-        let retried = self
-            .sink
-            .put_records(prepared.records)
-            .await
-            .map_err(|e| ApiError::dependency("the event stream", e))?;
-        metrics.add(Metric::EventsAccepted, accepted as u64);
-        if retried > 0 {
-            metrics.add(Metric::Retries, retried as u64);
-        }
+        self.put_on_stream(prepared.records, metrics).await?;
         tracing::info!(
             sub = %principal.sub,
             accepted,
@@ -310,6 +261,95 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
                 rejected: &prepared.rejected,
             },
         ))
+    }
+
+    /// A POST with a valid token carrying `events:write`, and a JSON body.
+    async fn authorize(&self, req: &ApiGatewayV2httpRequest) -> Result<Principal, ApiError> {
+        if api::method(req) != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let principal = self
+            .verifier
+            .authenticate(api::header(req, "authorization"))
+            .await?;
+        principal.require(Scope::EventsWrite)?;
+        api::require_json(req)?;
+        Ok(principal)
+    }
+
+    /// The body's bytes. A compressed body costs work to open, so the request is counted
+    /// against the limit before that (one event now, the rest once they are counted).
+    async fn read_body<'r>(
+        &self,
+        req: &'r ApiGatewayV2httpRequest,
+        principal: &Principal,
+        received_at: chrono::DateTime<chrono::Utc>,
+        metrics: &mut Metrics,
+    ) -> Result<std::borrow::Cow<'r, [u8]>, ApiError> {
+        if api::is_compressed(req) {
+            self.admit(&principal.sub, 1, received_at, metrics).await?;
+        }
+        api::body(req)
+    }
+
+    /// The request's events, valid and rejected, counted against the limit — every one of them:
+    /// rejected events cost work too, and may be kept in the rejected-events queue.
+    async fn read_events(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        body: &str,
+        who: &Enrichment<'_>,
+        metrics: &mut Metrics,
+    ) -> Result<batch::PreparedBatch, ApiError> {
+        let prepared = batch::prepare(body, who)
+            .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        let carried = (prepared.records.len() + prepared.rejected.len()) as u64;
+        if let Some(most) = self.limiter.most_per_request()
+            && carried > most
+        {
+            return Err(too_large_for_the_limit(most));
+        }
+        let uncounted = carried - u64::from(api::is_compressed(req));
+        if uncounted > 0 {
+            self.admit(who.user_id, uncounted, who.received_at, metrics)
+                .await?;
+        }
+        for r in &prepared.rejected {
+            metrics.rejected(r.code.as_str());
+        }
+        metrics.add(Metric::BatchSize, carried);
+        Ok(prepared)
+    }
+
+    /// Every record durably on the stream, or the 503/500 to answer.
+    async fn put_on_stream(
+        &self,
+        records: Vec<telemetry_shared::record::EventRecord>,
+        metrics: &mut Metrics,
+    ) -> Result<(), ApiError> {
+        let accepted = records.len() as u64;
+        let retried = self
+            .sink
+            .put_records(records)
+            .await
+            .map_err(|e| ApiError::dependency("the event stream", e))?;
+        metrics.add(Metric::EventsAccepted, accepted);
+        if retried > 0 {
+            metrics.add(Metric::Retries, retried as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(req: &ApiGatewayV2httpRequest) -> Result<Option<&str>, ApiError> {
+    match api::header(req, "idempotency-key") {
+        None => Ok(None),
+        Some(key) if batch::is_valid_idempotency_key(key) => Ok(Some(key)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1..=64 visible ASCII characters",
+        )),
     }
 }
 
