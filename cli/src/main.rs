@@ -183,45 +183,7 @@ async fn run(command: Command) -> Result<()> {
             to,
             url,
             token,
-        } => {
-            let (url, token) = target(url, token, "counts-reader", "counts:read")?;
-            let mut query = vec![("granularity", granularity), ("environment", environment)];
-            query.extend(kind.map(|k| ("type", k)));
-            query.extend(from.map(|f| ("from", f)));
-            query.extend(to.map(|t| ("to", t)));
-            let response = reqwest::Client::new()
-                .get(format!("{}/v1/counts", url.trim_end_matches('/')))
-                .query(&query)
-                .bearer_auth(token)
-                .send()
-                .await
-                .context("GET /v1/counts")?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            if !status.is_success() {
-                anyhow::bail!("{status}: {body}");
-            }
-            println!(
-                "{} {} counts, environment {}, {} .. {}",
-                body["type"].as_str().unwrap_or("all types"),
-                body["granularity"].as_str().unwrap_or(""),
-                body["environment"].as_str().unwrap_or(""),
-                body["from"].as_str().unwrap_or(""),
-                body["to"].as_str().unwrap_or("")
-            );
-            let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
-            if buckets.is_empty() {
-                println!("  (no events in this range)");
-            }
-            for b in buckets {
-                println!(
-                    "  {}  {:>10}",
-                    b["start"].as_str().unwrap_or(""),
-                    b["count"]
-                );
-            }
-            Ok(())
-        }
+        } => counts(kind, granularity, environment, from, to, url, token).await,
         Command::Load {
             events,
             batch,
@@ -230,38 +192,7 @@ async fn run(command: Command) -> Result<()> {
             url,
             token,
             sub,
-        } => {
-            let (url, token) = target(url, token, &sub, "events:write")?;
-            let report = telemetry_cli::load::run(&telemetry_cli::load::LoadConfig {
-                url: url.clone(),
-                token,
-                events,
-                batch,
-                concurrency,
-                event_bytes,
-            })
-            .await?;
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            println!(
-                "{} events in {} requests of {batch} to {url}, {concurrency} in flight: {:.1} s",
-                report.accepted,
-                report.requests,
-                report.elapsed.as_secs_f64()
-            );
-            println!(
-                "  {:.0} events/s, {} retries after 429/503",
-                report.events_per_second(),
-                report.retries
-            );
-            println!(
-                "  request latency p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-                ms(report.percentile(50.0)),
-                ms(report.percentile(90.0)),
-                ms(report.percentile(99.0)),
-                ms(report.percentile(100.0))
-            );
-            Ok(())
-        }
+        } => load(events, batch, concurrency, event_bytes, url, token, sub).await,
         Command::Replay {
             function,
             stream,
@@ -272,70 +203,17 @@ async fn run(command: Command) -> Result<()> {
             from_time,
             to_time,
         } => {
-            use telemetry_cli::replay::{Range, replay};
-            let time = |s: Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-                s.map(|s| {
-                    telemetry_shared::time::parse(&s)
-                        .with_context(|| format!("`{s}` is not RFC 3339"))
-                })
-                .transpose()
-            };
-            let ranges = match (failures, shard, from_sequence, time(from_time)?) {
-                (Some(dir), None, None, None) => {
-                    telemetry_cli::replay::ranges_from_failure_records(&dir)?
-                }
-                (None, Some(shard), Some(from), None) => vec![Range::Sequence {
-                    shard,
-                    from,
-                    to: to_sequence,
-                }],
-                (None, None, None, Some(from)) => vec![Range::Time {
-                    from,
-                    to: time(to_time)?,
-                }],
-                _ => anyhow::bail!(
-                    "name what to replay: --failures DIR, or --shard with --from-sequence, or --from-time"
-                ),
-            };
-            let sdk = telemetry_shared::aws::sdk_config().await?;
-            let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-            let env = telemetry_shared::config::Env::process();
-            let mut total = telemetry_cli::replay::ReplayReport::default();
-            for range in &ranges {
-                let report = if function == "store" {
-                    let handler = store::from_config(&store::Config::from_env(&env)?, &sdk);
-                    replay(&kinesis, &stream, range, |e, d| {
-                        let h = &handler;
-                        async move { h.handle(&e, d).await }
-                    })
-                    .await?
-                } else {
-                    let handler = forward::from_config(&forward::Config::from_env(&env)?, &sdk);
-                    replay(&kinesis, &stream, range, |e, d| {
-                        let h = &handler;
-                        async move { h.handle(&e, d).await }
-                    })
-                    .await?
-                };
-                println!(
-                    "{range:?}: {} records in {} batches, {} still failing",
-                    report.records, report.batches, report.failed
-                );
-                total.records += report.records;
-                total.batches += report.batches;
-                total.failed += report.failed;
-            }
-            println!(
-                "replayed {} records to {function}; {} still failing",
-                total.records, total.failed
-            );
-            if total.failed > 0 {
-                anyhow::bail!(
-                    "{} records still fail; see the function's logs",
-                    total.failed
-                );
-            }
-            Ok(())
+            replay_records(
+                function,
+                stream,
+                failures,
+                shard,
+                from_sequence,
+                to_sequence,
+                from_time,
+                to_time,
+            )
+            .await
         }
         Command::Send {
             events,
@@ -343,21 +221,196 @@ async fn run(command: Command) -> Result<()> {
             token,
             sub,
             kind,
-        } => {
-            let (url, token) = target(url, token, &sub, "events:write")?;
-            let client = reqwest::Client::new();
-            let mut left = events.max(1);
-            while left > 0 {
-                let n = left.min(500);
-                let body = telemetry_cli::send::sample_events(n, &kind);
-                let (status, answer) =
-                    telemetry_cli::send::post_events(&client, &url, &token, &body).await?;
-                println!("{status} {answer}");
-                left -= n;
-            }
-            Ok(())
-        }
+        } => send(events, url, token, sub, kind).await,
     }
+}
+
+/// `telemetry counts`: `GET /v1/counts` as a table.
+async fn counts(
+    kind: Option<String>,
+    granularity: String,
+    environment: String,
+    from: Option<String>,
+    to: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+) -> Result<()> {
+    let (url, token) = target(url, token, "counts-reader", "counts:read")?;
+    let mut query = vec![("granularity", granularity), ("environment", environment)];
+    query.extend(kind.map(|k| ("type", k)));
+    query.extend(from.map(|f| ("from", f)));
+    query.extend(to.map(|t| ("to", t)));
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/counts", url.trim_end_matches('/')))
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("GET /v1/counts")?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{status}: {body}");
+    }
+    println!(
+        "{} {} counts, environment {}, {} .. {}",
+        body["type"].as_str().unwrap_or("all types"),
+        body["granularity"].as_str().unwrap_or(""),
+        body["environment"].as_str().unwrap_or(""),
+        body["from"].as_str().unwrap_or(""),
+        body["to"].as_str().unwrap_or("")
+    );
+    let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
+    if buckets.is_empty() {
+        println!("  (no events in this range)");
+    }
+    for b in buckets {
+        println!(
+            "  {}  {:>10}",
+            b["start"].as_str().unwrap_or(""),
+            b["count"]
+        );
+    }
+    Ok(())
+}
+
+/// `telemetry load`: the load generator and its report.
+async fn load(
+    events: usize,
+    batch: usize,
+    concurrency: usize,
+    event_bytes: usize,
+    url: Option<String>,
+    token: Option<String>,
+    sub: String,
+) -> Result<()> {
+    let (url, token) = target(url, token, &sub, "events:write")?;
+    let report = telemetry_cli::load::run(&telemetry_cli::load::LoadConfig {
+        url: url.clone(),
+        token,
+        events,
+        batch,
+        concurrency,
+        event_bytes,
+    })
+    .await?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{} events in {} requests of {batch} to {url}, {concurrency} in flight: {:.1} s",
+        report.accepted,
+        report.requests,
+        report.elapsed.as_secs_f64()
+    );
+    println!(
+        "  {:.0} events/s, {} retries after 429/503",
+        report.events_per_second(),
+        report.retries
+    );
+    println!(
+        "  request latency p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        ms(report.percentile(50.0)),
+        ms(report.percentile(90.0)),
+        ms(report.percentile(99.0)),
+        ms(report.percentile(100.0))
+    );
+    Ok(())
+}
+
+/// `telemetry replay`: re-drives records through store or forward.
+#[allow(clippy::too_many_arguments)]
+async fn replay_records(
+    function: String,
+    stream: String,
+    failures: Option<std::path::PathBuf>,
+    shard: Option<String>,
+    from_sequence: Option<String>,
+    to_sequence: Option<String>,
+    from_time: Option<String>,
+    to_time: Option<String>,
+) -> Result<()> {
+    use telemetry_cli::replay::{Range, replay};
+    let time = |s: Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        s.map(|s| {
+            telemetry_shared::time::parse(&s).with_context(|| format!("`{s}` is not RFC 3339"))
+        })
+        .transpose()
+    };
+    let ranges = match (failures, shard, from_sequence, time(from_time)?) {
+        (Some(dir), None, None, None) => telemetry_cli::replay::ranges_from_failure_records(&dir)?,
+        (None, Some(shard), Some(from), None) => vec![Range::Sequence {
+            shard,
+            from,
+            to: to_sequence,
+        }],
+        (None, None, None, Some(from)) => vec![Range::Time {
+            from,
+            to: time(to_time)?,
+        }],
+        _ => anyhow::bail!(
+            "name what to replay: --failures DIR, or --shard with --from-sequence, or --from-time"
+        ),
+    };
+    let sdk = telemetry_shared::aws::sdk_config().await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let env = telemetry_shared::config::Env::process();
+    let mut total = telemetry_cli::replay::ReplayReport::default();
+    for range in &ranges {
+        let report = if function == "store" {
+            let handler = store::from_config(&store::Config::from_env(&env)?, &sdk);
+            replay(&kinesis, &stream, range, |e, d| {
+                let h = &handler;
+                async move { h.handle(&e, d).await }
+            })
+            .await?
+        } else {
+            let handler = forward::from_config(&forward::Config::from_env(&env)?, &sdk);
+            replay(&kinesis, &stream, range, |e, d| {
+                let h = &handler;
+                async move { h.handle(&e, d).await }
+            })
+            .await?
+        };
+        println!(
+            "{range:?}: {} records in {} batches, {} still failing",
+            report.records, report.batches, report.failed
+        );
+        total.records += report.records;
+        total.batches += report.batches;
+        total.failed += report.failed;
+    }
+    println!(
+        "replayed {} records to {function}; {} still failing",
+        total.records, total.failed
+    );
+    if total.failed > 0 {
+        anyhow::bail!(
+            "{} records still fail; see the function's logs",
+            total.failed
+        );
+    }
+    Ok(())
+}
+
+/// `telemetry send`: sample events, in requests of at most 500.
+async fn send(
+    events: usize,
+    url: Option<String>,
+    token: Option<String>,
+    sub: String,
+    kind: String,
+) -> Result<()> {
+    let (url, token) = target(url, token, &sub, "events:write")?;
+    let client = reqwest::Client::new();
+    let mut left = events.max(1);
+    while left > 0 {
+        let n = left.min(500);
+        let body = telemetry_cli::send::sample_events(n, &kind);
+        let (status, answer) =
+            telemetry_cli::send::post_events(&client, &url, &token, &body).await?;
+        println!("{status} {answer}");
+        left -= n;
+    }
+    Ok(())
 }
 
 /// The API base URL and token: given ones, else the local stack's URL and a dev token.

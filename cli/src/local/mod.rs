@@ -131,20 +131,22 @@ where
     })
 }
 
-impl LocalStack {
-    /// Creates the resources (idempotently) and starts the API and the stream mappings.
-    pub async fn start(config: LocalConfig, sdk: &aws_config::SdkConfig) -> Result<Self> {
-        let names = &config.names;
-        let kinesis = aws_sdk_kinesis::Client::new(sdk);
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        resources::ensure_stream(&kinesis, &names.stream, config.shards).await?;
-        resources::ensure_tables(&dynamodb, names).await?;
-        let demo_queue_url = resources::ensure_queue(&sqs, &names.demo_queue).await?;
-        let dlq_url = resources::ensure_queue(&sqs, &names.forward_dlq).await?;
-        let routes = RouteTableStore::new(dynamodb.clone(), names.routes_table.clone());
-        resources::ensure_demo_route(&routes, &demo_queue_url).await?;
+/// The five handlers, built as the Lambda binaries build them.
+struct Functions {
+    ingest: Arc<ingest::AwsIngest>,
+    query: Arc<query::AwsQuery>,
+    store: Arc<store::Store<telemetry_shared::aws::event_table::EventTable>>,
+    forward: Arc<forward::AwsForward>,
+    post_process: Arc<post_process::PostProcess<telemetry_shared::aws::count_table::CountTable>>,
+}
 
+impl Functions {
+    async fn build(
+        config: &LocalConfig,
+        sdk: &aws_config::SdkConfig,
+        dlq_url: &str,
+    ) -> Result<Self> {
+        let names = &config.names;
         let ingest = Arc::new(
             ingest::from_config(
                 &ingest::Config {
@@ -185,7 +187,7 @@ impl LocalStack {
         let forward = Arc::new(forward::from_config(
             &forward::Config {
                 routes_table: names.routes_table.clone(),
-                dlq_url: dlq_url.clone(),
+                dlq_url: dlq_url.to_string(),
                 routes_refresh: config.routes_refresh,
             },
             sdk,
@@ -198,18 +200,87 @@ impl LocalStack {
             sdk,
         ));
 
-        let mut tasks = Vec::new();
+        Ok(Self {
+            ingest,
+            query,
+            store,
+            forward,
+            post_process,
+        })
+    }
+}
+
+impl LocalStack {
+    /// Creates the resources (idempotently) and starts the API and the stream mappings.
+    pub async fn start(config: LocalConfig, sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let (demo_queue_url, dlq_url) = Self::create_resources(&config, sdk).await?;
+        let functions = Functions::build(&config, sdk, &dlq_url).await?;
         let recorded = Arc::new(std::sync::Mutex::new(RecordedBatches::default()));
+        let progress = Arc::new(mapping::Progress::default());
+        let mut tasks =
+            Self::start_mappings(&config, sdk, &functions, &recorded, &progress).await?;
+        let (addr, server) = Self::start_gateway(&config, &functions).await?;
+        tasks.push(server);
+        Ok(Self {
+            addr,
+            demo_queue_url,
+            dlq_url,
+            recorded,
+            progress,
+            tasks,
+        })
+    }
+
+    /// The stream, tables, queues and demo route, each ready; the demo queue's and the
+    /// dead-letter queue's URLs.
+    async fn create_resources(
+        config: &LocalConfig,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<(String, String)> {
+        let names = &config.names;
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        resources::ensure_stream(
+            &aws_sdk_kinesis::Client::new(sdk),
+            &names.stream,
+            config.shards,
+        )
+        .await?;
+        resources::ensure_tables(&dynamodb, names).await?;
+        let demo_queue_url = resources::ensure_queue(&sqs, &names.demo_queue).await?;
+        let dlq_url = resources::ensure_queue(&sqs, &names.forward_dlq).await?;
+        let routes = RouteTableStore::new(dynamodb, names.routes_table.clone());
+        resources::ensure_demo_route(&routes, &demo_queue_url).await?;
+        Ok((demo_queue_url, dlq_url))
+    }
+
+    /// Plays Lambda's three stream mappings: store and forward on the Kinesis stream (each
+    /// with its own checkpoints), post-process on the `events` table's stream.
+    async fn start_mappings(
+        config: &LocalConfig,
+        sdk: &aws_config::SdkConfig,
+        functions: &Functions,
+        recorded: &Arc<std::sync::Mutex<RecordedBatches>>,
+        progress: &Arc<mapping::Progress>,
+    ) -> Result<Vec<JoinHandle<()>>> {
+        let names = &config.names;
+        let kinesis = aws_sdk_kinesis::Client::new(sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let (store, forward, post_process) = (
+            Arc::clone(&functions.store),
+            Arc::clone(&functions.forward),
+            Arc::clone(&functions.post_process),
+        );
+        let mut tasks = Vec::new();
         let record = config.record_batches;
         let timeout = config.invocation_timeout;
         let deadline = move || invocation_deadline(timeout);
         let (r_store, r_forward, r_counts) = (
-            Arc::clone(&recorded),
-            Arc::clone(&recorded),
-            Arc::clone(&recorded),
+            Arc::clone(recorded),
+            Arc::clone(recorded),
+            Arc::clone(recorded),
         );
         // store and forward each get their own mapping, hence their own checkpoints.
-        let progress = Arc::new(mapping::Progress::default());
         let store_source = KinesisSource::new(kinesis.clone(), &names.stream).await?;
         let arn = store_source.arn.clone();
         tasks.extend(
@@ -218,7 +289,7 @@ impl LocalStack {
                 source: store_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
-                progress: Arc::clone(&progress),
+                progress: Arc::clone(progress),
                 function: kinesis_source::function(arn, move |event| {
                     if record {
                         r_store.lock().expect("lock").store.push(event.clone());
@@ -238,7 +309,7 @@ impl LocalStack {
                 source: forward_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
-                progress: Arc::clone(&progress),
+                progress: Arc::clone(progress),
                 function: kinesis_source::function(arn, move |event| {
                     if record {
                         r_forward.lock().expect("lock").forward.push(event.clone());
@@ -263,7 +334,7 @@ impl LocalStack {
                 source: counts_source,
                 batch_size: config.batch_size,
                 poll_interval: config.poll_interval,
-                progress: Arc::clone(&progress),
+                progress: Arc::clone(progress),
                 function: dynamodb_source::function(arn, config.window, move |event| {
                     if record {
                         r_counts
@@ -280,6 +351,15 @@ impl LocalStack {
             .await?,
         );
 
+        Ok(tasks)
+    }
+
+    /// The HTTP API in front of ingest and query: its address and its task.
+    async fn start_gateway(
+        config: &LocalConfig,
+        functions: &Functions,
+    ) -> Result<(SocketAddr, JoinHandle<()>)> {
+        let (ingest, query) = (Arc::clone(&functions.ingest), Arc::clone(&functions.query));
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("listening on {}", config.bind))?;
@@ -288,17 +368,10 @@ impl LocalStack {
             ingest: api_function(ingest, |h, e| Box::pin(async move { h.handle(&e).await })),
             query: api_function(query, |h, e| Box::pin(async move { h.handle(&e).await })),
         });
-        tasks.push(tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             gateway::serve(listener, app).await;
-        }));
-        Ok(Self {
-            addr,
-            demo_queue_url,
-            dlq_url,
-            recorded,
-            progress,
-            tasks,
-        })
+        });
+        Ok((addr, server))
     }
 
     /// Waits until every stream mapping is caught up with nothing in flight (see

@@ -349,11 +349,11 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
     }
 }
 
+/// The production handler's type.
+pub type AwsForward = Forward<SqsQueues, RouteTableStore>;
+
 /// Builds the production handler.
-pub fn from_config(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-) -> Forward<SqsQueues, RouteTableStore> {
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> AwsForward {
     Forward::new(
         SqsQueues::new(aws_sdk_sqs::Client::new(sdk)),
         RouteCache::new(
