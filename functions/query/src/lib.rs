@@ -87,6 +87,28 @@ struct CountsAnswer<'a> {
 #[derive(Serialize)]
 struct RoutesAnswer<'a> {
     routes: &'a [Route],
+    /// The id after which the next page starts; `null` on the last page.
+    cursor: Option<&'a str>,
+}
+
+/// One page of routes, in id order after `after`, within the list answers' byte budget
+/// ([`api::MAX_LIST_RESPONSE_BYTES`]): the routes and whether more follow.
+fn routes_page(
+    mut routes: Vec<Route>,
+    after: Option<&str>,
+    max_bytes: usize,
+) -> (Vec<Route>, bool) {
+    routes.sort_by(|a, b| a.id.cmp(&b.id));
+    routes.retain(|r| after.is_none_or(|after| r.id.as_str() > after));
+    let mut budget = api::ResponseBudget::new(max_bytes);
+    let fits = routes
+        .iter()
+        .take_while(|r| budget.take(&serde_json::to_string(r).unwrap_or_default()))
+        .count()
+        .max(1.min(routes.len()));
+    let more = fits < routes.len();
+    routes.truncate(fits);
+    (routes, more)
 }
 
 impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
@@ -143,7 +165,19 @@ impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
                     .list_routes()
                     .await
                     .map_err(|e| ApiError::dependency("the routes table", e))?;
-                Ok(api::json_response(200, &RoutesAnswer { routes: &routes }))
+                let (page, more) = routes_page(
+                    routes,
+                    api::query(req, "cursor"),
+                    api::MAX_LIST_RESPONSE_BYTES,
+                );
+                let cursor = more.then(|| page.last().map(|r| r.id.as_str())).flatten();
+                Ok(api::json_response(
+                    200,
+                    &RoutesAnswer {
+                        routes: &page,
+                        cursor,
+                    },
+                ))
             }
             (Method::PUT, _, Some(id)) => {
                 principal.require(Scope::Admin)?;
@@ -416,6 +450,34 @@ pub async fn from_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_are_answered_in_pages_within_the_byte_budget() {
+        let route = |id: &str| Route {
+            id: id.into(),
+            pattern: "*".into(),
+            queue_url: "https://sqs.eu-west-1.amazonaws.com/1/telemetry_q".into(),
+            enabled: true,
+            description: Some("\"quoted\"".repeat(10)),
+        };
+        let all: Vec<Route> = ["c", "a", "b", "d"].into_iter().map(route).collect();
+        let one = api::escaped_len(&serde_json::to_string(&route("a")).unwrap()) + 1;
+        let (page, more) = routes_page(all.clone(), None, 2 * one);
+        assert_eq!(
+            page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(more);
+        let (page, more) = routes_page(all.clone(), Some("b"), 2 * one);
+        assert_eq!(
+            page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["c", "d"]
+        );
+        assert!(!more);
+        // Everything in one page when it fits; at least one route per page whatever the budget.
+        assert_eq!(routes_page(all.clone(), None, usize::MAX).0.len(), 4);
+        assert_eq!(routes_page(all, None, 1).0.len(), 1);
+    }
 
     fn fixture() -> ApiGatewayV2httpRequest {
         serde_json::from_str(include_str!("../../../events/query-get-events.json")).unwrap()
