@@ -57,7 +57,12 @@ fn config(url: &str) -> AuthConfig {
 }
 
 fn token(kid: &str, sub: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
+    signed(Algorithm::RS256, kid, sub)
+}
+
+/// A token of `sub` signed with the test key, as `alg`, naming `kid`.
+fn signed(alg: Algorithm, kid: &str, sub: &str) -> String {
+    let mut header = Header::new(alg);
     header.kid = Some(kid.into());
     let now = jsonwebtoken::get_current_timestamp();
     let claims = json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "scope": "events:write"});
@@ -142,19 +147,6 @@ async fn the_stack_accepts_tokens_signed_by_a_jwks_key() {
     assert_eq!(status, 401);
 }
 
-fn token_with(alg: Algorithm, kid: &str) -> String {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "scope": "events:write"});
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn algorithms_of_several_families_work_together() {
     // RS256 and ES256 both named: jsonwebtoken takes one family per validation, so a single
@@ -165,7 +157,7 @@ async fn algorithms_of_several_families_work_together() {
     let verifier = Verifier::connect(&both).await.unwrap();
     assert!(
         verifier
-            .verify(&token_with(Algorithm::RS256, "test-only-key-1"))
+            .verify(&signed(Algorithm::RS256, "test-only-key-1", "u"))
             .is_ok()
     );
 }
@@ -179,12 +171,12 @@ async fn a_jwk_that_declares_its_algorithm_verifies_only_that_one() {
     let verifier = Verifier::connect(&wider).await.unwrap();
     assert!(
         verifier
-            .verify(&token_with(Algorithm::RS256, "test-only-key-1"))
+            .verify(&signed(Algorithm::RS256, "test-only-key-1", "u"))
             .is_ok()
     );
     assert_eq!(
         verifier
-            .verify(&token_with(Algorithm::RS384, "test-only-key-1"))
+            .verify(&signed(Algorithm::RS384, "test-only-key-1", "u"))
             .map(|p| p.sub),
         Err(AuthError::Unauthorized)
     );
