@@ -44,7 +44,8 @@ pub enum Metric {
     CounterUpdates,
     /// post-process: record-counter pairs already applied before (replays).
     DuplicatesSkipped,
-    /// post-process: stream records that are not INSERTs.
+    /// post-process: stream records not counted — not INSERTs, or unreadable (skipped and
+    /// logged by sequence number, never failing the batch).
     RecordsSkipped,
 }
 
