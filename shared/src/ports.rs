@@ -1,9 +1,11 @@
 //! The I/O the handlers need, one narrow capability per trait.
 //!
+//! The traits are object-safe (`#[async_trait]`: one boxed future per call, per batch or
+//! request, not per event), so a handler holds `Arc<dyn Port>` and has one concrete type: no
+//! type parameters, no null types for what is not configured (`Option` says that).
+//!
 //! Each port has one AWS adapter in [`crate::aws`] and, where it makes handler tests simpler,
 //! an in-memory implementation in [`memory`].
-
-use std::future::Future;
 
 use serde_json::value::RawValue;
 
@@ -40,13 +42,11 @@ impl Failure {
 pub type SinkError = Failure;
 
 /// Puts encoded events on the event stream.
+#[async_trait::async_trait]
 pub trait EventSink: Send + Sync {
     /// Puts every record durably on the stream, or fails; never a silent partial success.
     /// Returns how many records had to be re-sent (throttles, partial failures).
-    fn put_records(
-        &self,
-        records: Vec<EventRecord>,
-    ) -> impl Future<Output = Result<usize, SinkError>> + Send;
+    async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError>;
 }
 
 /// Why the event store (or another table) failed.
@@ -71,15 +71,12 @@ impl WriteOutcome {
 }
 
 /// Writes events to the `events` table, idempotently: the key is (user, id) only.
+#[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
     /// Writes `events`; duplicates of one key within the input are written once, the **last**
     /// occurrence winning (callers order the input by stream sequence number). What is not
     /// written by `deadline` is reported as failed.
-    fn write_events(
-        &self,
-        events: &[StoredEvent<'_>],
-        deadline: Deadline,
-    ) -> impl Future<Output = WriteOutcome> + Send;
+    async fn write_events(&self, events: &[StoredEvent<'_>], deadline: Deadline) -> WriteOutcome;
 }
 
 /// A page request for a user's events, newest first.
@@ -123,86 +120,65 @@ pub enum ReadError {
 }
 
 /// Reads a user's events back in time order.
+#[async_trait::async_trait]
 pub trait EventReader: Send + Sync {
     /// One page of `query`.
-    fn list_events(
-        &self,
-        query: &EventQuery,
-    ) -> impl Future<Output = Result<EventPage, ReadError>> + Send;
+    async fn list_events(&self, query: &EventQuery) -> Result<EventPage, ReadError>;
 }
 
 /// Why a message could not be sent to a queue.
 pub type SendError = Failure;
 
 /// Sends messages to SQS queues.
+#[async_trait::async_trait]
 pub trait QueueSink: Send + Sync {
     /// The queue's `MaximumMessageSize` in bytes.
-    fn max_message_size(
-        &self,
-        queue_url: &str,
-    ) -> impl Future<Output = Result<usize, SendError>> + Send;
+    async fn max_message_size(&self, queue_url: &str) -> Result<usize, SendError>;
 
     /// Sends one `SendMessageBatch` (at most 10 messages; entry ids are their indices) and
     /// returns the outcome of each message, in order. A failed call fails every message.
-    fn send_batch(
+    async fn send_batch(
         &self,
         queue_url: &str,
         messages: &[&QueueMessage],
-    ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send;
-}
-
-/// No queue at all (the type of an optional queue that is not configured).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoQueues;
-
-impl QueueSink for NoQueues {
-    async fn max_message_size(&self, _: &str) -> Result<usize, SendError> {
-        Err(SendError::Permanent("no queue configured".into()))
-    }
-
-    async fn send_batch(&self, _: &str, messages: &[&QueueMessage]) -> Vec<Result<(), SendError>> {
-        messages
-            .iter()
-            .map(|_| Err(SendError::Permanent("no queue configured".into())))
-            .collect()
-    }
+    ) -> Vec<Result<(), SendError>>;
 }
 
 /// Reads the routes.
+#[async_trait::async_trait]
 pub trait RouteSource: Send + Sync {
     /// Every route, enabled or not.
-    fn list_routes(&self) -> impl Future<Output = Result<Vec<Route>, StoreError>> + Send;
+    async fn list_routes(&self) -> Result<Vec<Route>, StoreError>;
 }
 
 /// Manages the routes.
+#[async_trait::async_trait]
 pub trait RouteStore: RouteSource {
     /// Creates or replaces a route.
-    fn put_route(&self, route: &Route) -> impl Future<Output = Result<(), StoreError>> + Send;
+    async fn put_route(&self, route: &Route) -> Result<(), StoreError>;
     /// Deletes a route; `false` when there was none.
-    fn delete_route(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    async fn delete_route(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Applies counter updates exactly once.
+#[async_trait::async_trait]
 pub trait CountStore: Send + Sync {
     /// Applies `update` to its partial counter for `shard`: only sequence numbers beyond the
     /// counter's watermark count. Returns how many were added.
-    fn apply(
-        &self,
-        shard: &str,
-        update: &CounterUpdate,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError>;
 }
 
 /// Reads partial counters.
+#[async_trait::async_trait]
 pub trait CountReader: Send + Sync {
     /// `(bucket start, count)` of every partial counter of `pk` with a bucket in
     /// `from_bucket..=to_bucket` (all shards).
-    fn read_partials(
+    async fn read_partials(
         &self,
         pk: &str,
         from_bucket: &str,
         to_bucket: &str,
-    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// What a rate limiter decided for a request.
@@ -224,51 +200,19 @@ pub enum RateDecision {
 }
 
 /// Limits how many events one user may send per window, across every running function.
+#[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync {
     /// Takes `events` from `user_id`'s allowance for the window holding `now`.
-    fn acquire(
+    async fn acquire(
         &self,
         user_id: &str,
         events: u64,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send;
+    ) -> Result<RateDecision, StoreError>;
 
     /// The most events one request may carry (`None`: any number).
     fn most_per_request(&self) -> Option<u64> {
         None
-    }
-}
-
-/// No limit.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unlimited;
-
-impl RateLimiter for Unlimited {
-    async fn acquire(
-        &self,
-        _user_id: &str,
-        _events: u64,
-        _now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<RateDecision, StoreError> {
-        Ok(RateDecision::Allowed)
-    }
-}
-
-impl<L: RateLimiter> RateLimiter for Option<L> {
-    async fn acquire(
-        &self,
-        user_id: &str,
-        events: u64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<RateDecision, StoreError> {
-        match self {
-            Some(limiter) => limiter.acquire(user_id, events, now).await,
-            None => Ok(RateDecision::Allowed),
-        }
-    }
-
-    fn most_per_request(&self) -> Option<u64> {
-        self.as_ref().and_then(L::most_per_request)
     }
 }
 
@@ -289,6 +233,8 @@ pub mod memory {
         /// When set, every call fails with this error.
         pub fail_with: Mutex<Option<SinkError>>,
     }
+
+    #[async_trait::async_trait]
 
     impl EventSink for MemorySink {
         async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {
@@ -321,6 +267,8 @@ pub mod memory {
         pub fail_ids: Mutex<Vec<String>>,
     }
 
+    #[async_trait::async_trait]
+
     impl EventStore for MemoryStore {
         async fn write_events(&self, events: &[StoredEvent<'_>], _: Deadline) -> WriteOutcome {
             let fail_ids = self.fail_ids.lock().expect("lock").clone();
@@ -338,6 +286,8 @@ pub mod memory {
             outcome
         }
     }
+
+    #[async_trait::async_trait]
 
     impl EventReader for MemoryStore {
         async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
@@ -412,6 +362,8 @@ pub mod memory {
         }
     }
 
+    #[async_trait::async_trait]
+
     impl QueueSink for MemoryQueues {
         async fn max_message_size(&self, queue_url: &str) -> Result<usize, SendError> {
             self.check(queue_url)?;
@@ -455,6 +407,8 @@ pub mod memory {
         pub reads: Mutex<usize>,
     }
 
+    #[async_trait::async_trait]
+
     impl RouteSource for MemoryRoutes {
         async fn list_routes(&self) -> Result<Vec<Route>, StoreError> {
             *self.reads.lock().expect("lock") += 1;
@@ -467,6 +421,8 @@ pub mod memory {
                 .collect())
         }
     }
+
+    #[async_trait::async_trait]
 
     impl RouteStore for MemoryRoutes {
         async fn put_route(&self, route: &Route) -> Result<(), StoreError> {
@@ -505,6 +461,8 @@ pub mod memory {
         }
     }
 
+    #[async_trait::async_trait]
+
     impl CountStore for MemoryCounts {
         async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError> {
             let mut counters = self.counters.lock().expect("lock");
@@ -523,6 +481,8 @@ pub mod memory {
             Ok(n)
         }
     }
+
+    #[async_trait::async_trait]
 
     impl CountReader for MemoryCounts {
         async fn read_partials(

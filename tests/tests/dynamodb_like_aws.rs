@@ -218,7 +218,7 @@ impl Owned {
 }
 
 /// A stack's tables and a query handler reading them.
-async fn tables_and_query() -> (ResourceNames, EventTable, query::AwsQuery) {
+async fn tables_and_query() -> (ResourceNames, EventTable, query::Query) {
     let sdk = sdk_config_for(&emulator_url()).await;
     let names = ResourceNames::with_prefix(&unique_prefix());
     ensure_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names)

@@ -3,6 +3,7 @@
 //! a case here fails the test, so `sam local invoke` inputs stay known good.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -36,19 +37,19 @@ fn body(r: &ApiGatewayV2httpResponse) -> Value {
     }
 }
 
-fn query_handler() -> query::Query<MemoryStore, MemoryCounts, MemoryRoutes> {
+fn query_handler() -> query::Query {
     query::Query::new(
         verifier(),
-        MemoryStore::default(),
-        MemoryCounts::default(),
-        MemoryRoutes::default(),
+        Arc::new(MemoryStore::default()),
+        Arc::new(MemoryCounts::default()),
+        Arc::new(MemoryRoutes::default()),
     )
 }
 
 async fn check(name: &str, text: &str) {
     match name {
         "ingest-post-events.json" => {
-            let h = ingest::Ingest::new(verifier(), MemorySink::default());
+            let h = ingest::Ingest::new(verifier(), Arc::new(MemorySink::default()));
             let r = h.handle(&serde_json::from_str(text).unwrap()).await;
             assert_eq!(r.status_code, 202);
             assert_eq!(body(&r)["accepted"], 2);
@@ -78,7 +79,7 @@ async fn check(name: &str, text: &str) {
         }
         "kinesis-batch.json" => {
             let event = serde_json::from_str(text).unwrap();
-            let store = store::Store::new(MemoryStore::default());
+            let store = store::Store::new(Arc::new(MemoryStore::default()));
             assert!(
                 store
                     .handle(&event, deadline())
@@ -100,8 +101,8 @@ async fn check(name: &str, text: &str) {
                 },
             );
             let forward = forward::Forward::new(
-                MemoryQueues::default(),
-                forward::RouteCache::new(routes, Duration::from_secs(60)),
+                Arc::new(MemoryQueues::default()),
+                forward::RouteCache::new(Arc::new(routes), Duration::from_secs(60)),
                 "https://sqs.us-east-1.amazonaws.com/123456789012/telemetry-dlq",
             );
             assert!(
@@ -113,7 +114,7 @@ async fn check(name: &str, text: &str) {
             );
         }
         "dynamodb-window-batch.json" => {
-            let h = post_process::PostProcess::new(MemoryCounts::default());
+            let h = post_process::PostProcess::new(Arc::new(MemoryCounts::default()));
             // As the Lambda binary reads it: the payload, record by record.
             let r = h
                 .handle_payload(serde_json::from_str(text).unwrap(), deadline())

@@ -23,7 +23,7 @@ fn request(bearer: &str, events: usize, first: usize) -> ApiGatewayV2httpRequest
 
 /// Two ingest handlers (two execution environments: separate clients) limited to `limit`
 /// events per user per minute, sharing one new stack's `counts` table.
-async fn two_handlers(limit: u64) -> (Arc<ingest::AwsIngest>, Arc<ingest::AwsIngest>, String) {
+async fn two_handlers(limit: u64) -> (Arc<ingest::Ingest>, Arc<ingest::Ingest>, String) {
     let sdk = sdk_config_for(&emulator_url()).await;
     let names = ResourceNames::with_prefix(&unique_prefix());
     ensure_stream(&aws_sdk_kinesis::Client::new(&sdk), &names.stream, 1)

@@ -22,7 +22,7 @@ use telemetry_shared::aws::route_table::RouteTableStore;
 use tokio::task::JoinHandle;
 
 use self::dynamodb_source::DynamoStreamSource;
-use self::gateway::{ApiFunction, Gateway};
+use self::gateway::Gateway;
 use self::kinesis_source::KinesisSource;
 use self::mapping::Mapping;
 pub use self::resources::ResourceNames;
@@ -111,33 +111,13 @@ pub struct LocalStack {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn api_function<H, F>(handler: Arc<H>, call: F) -> ApiFunction
-where
-    H: Send + Sync + 'static,
-    F: for<'a> Fn(
-            &'a H,
-            aws_lambda_events::apigw::ApiGatewayV2httpRequest,
-        ) -> futures::future::BoxFuture<
-            'a,
-            aws_lambda_events::apigw::ApiGatewayV2httpResponse,
-        > + Send
-        + Sync
-        + Copy
-        + 'static,
-{
-    Arc::new(move |event| {
-        let handler = Arc::clone(&handler);
-        Box::pin(async move { call(&handler, event).await })
-    })
-}
-
 /// The five handlers, built as the Lambda binaries build them.
 struct Functions {
-    ingest: Arc<ingest::AwsIngest>,
-    query: Arc<query::AwsQuery>,
-    store: Arc<store::Store<telemetry_shared::aws::event_table::EventTable>>,
-    forward: Arc<forward::AwsForward>,
-    post_process: Arc<post_process::PostProcess<telemetry_shared::aws::count_table::CountTable>>,
+    ingest: Arc<ingest::Ingest>,
+    query: Arc<query::Query>,
+    store: Arc<store::Store>,
+    forward: Arc<forward::Forward>,
+    post_process: Arc<post_process::PostProcess>,
 }
 
 impl Functions {
@@ -365,8 +345,14 @@ impl LocalStack {
             .with_context(|| format!("listening on {}", config.bind))?;
         let addr = listener.local_addr()?;
         let app = gateway::router(Gateway {
-            ingest: api_function(ingest, |h, e| Box::pin(async move { h.handle(&e).await })),
-            query: api_function(query, |h, e| Box::pin(async move { h.handle(&e).await })),
+            ingest: Arc::new(move |e| {
+                let h = Arc::clone(&ingest);
+                Box::pin(async move { h.handle(&e).await })
+            }),
+            query: Arc::new(move |e| {
+                let h = Arc::clone(&query);
+                Box::pin(async move { h.handle(&e).await })
+            }),
         });
         let server = tokio::spawn(async move {
             gateway::serve(listener, app).await;

@@ -63,15 +63,15 @@ impl Config {
 
 /// The enabled routes, read at most once per `ttl` (a route change takes effect within it,
 /// without a redeploy). When a refresh fails, the stale table keeps serving.
-pub struct RouteCache<R> {
-    source: R,
+pub struct RouteCache {
+    source: Arc<dyn RouteSource>,
     ttl: Duration,
     cached: tokio::sync::Mutex<Option<(Instant, Arc<RouteTable>)>>,
 }
 
-impl<R: RouteSource> RouteCache<R> {
+impl RouteCache {
     /// A cache over `source`.
-    pub fn new(source: R, ttl: Duration) -> Self {
+    pub fn new(source: Arc<dyn RouteSource>, ttl: Duration) -> Self {
         Self {
             source,
             ttl,
@@ -113,15 +113,15 @@ enum Outcome {
 }
 
 /// The forward handler.
-pub struct Forward<Q, R> {
-    queues: Q,
-    routes: RouteCache<R>,
+pub struct Forward {
+    queues: Arc<dyn QueueSink>,
+    routes: RouteCache,
     dlq_url: String,
 }
 
-impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
+impl Forward {
     /// A handler sending through `queues`, with routes from `routes`, dead letters to `dlq_url`.
-    pub fn new(queues: Q, routes: RouteCache<R>, dlq_url: impl Into<String>) -> Self {
+    pub fn new(queues: Arc<dyn QueueSink>, routes: RouteCache, dlq_url: impl Into<String>) -> Self {
         Self {
             queues,
             routes,
@@ -349,18 +349,15 @@ impl<Q: QueueSink, R: RouteSource> Forward<Q, R> {
     }
 }
 
-/// The production handler's type.
-pub type AwsForward = Forward<SqsQueues, RouteTableStore>;
-
 /// Builds the production handler.
-pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> AwsForward {
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Forward {
     Forward::new(
-        SqsQueues::new(aws_sdk_sqs::Client::new(sdk)),
+        Arc::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
         RouteCache::new(
-            RouteTableStore::new(
+            Arc::new(RouteTableStore::new(
                 aws_sdk_dynamodb::Client::new(sdk),
                 config.routes_table.clone(),
-            ),
+            )),
             config.routes_refresh,
         ),
         config.dlq_url.clone(),
@@ -389,16 +386,34 @@ mod tests {
         }
     }
 
-    fn handler(routes: Vec<Route>) -> Forward<MemoryQueues, MemoryRoutes> {
-        let source = MemoryRoutes::default();
+    /// A handler and the in-memory queues and routes it works with.
+    struct Fixture {
+        forward: Forward,
+        queues: Arc<MemoryQueues>,
+        source: Arc<MemoryRoutes>,
+    }
+
+    impl Fixture {
+        async fn handle(&self, event: &KinesisEvent, deadline: Deadline) -> KinesisEventResponse {
+            self.forward.handle(event, deadline).await
+        }
+    }
+
+    fn handler(routes: Vec<Route>) -> Fixture {
+        let source = Arc::new(MemoryRoutes::default());
         for r in routes {
             source.routes.lock().unwrap().insert(r.id.clone(), r);
         }
-        Forward::new(
-            MemoryQueues::default(),
-            RouteCache::new(source, Duration::from_secs(60)),
-            DLQ,
-        )
+        let queues = Arc::new(MemoryQueues::default());
+        Fixture {
+            forward: Forward::new(
+                queues.clone(),
+                RouteCache::new(source.clone(), Duration::from_secs(60)),
+                DLQ,
+            ),
+            queues,
+            source,
+        }
     }
 
     fn fixture() -> KinesisEvent {
@@ -513,9 +528,8 @@ mod tests {
             .await;
         h.handle(&fixture(), Deadline::after(Duration::from_secs(30)))
             .await;
-        assert_eq!(*h.routes.source.reads.lock().unwrap(), 1);
-        h.routes
-            .source
+        assert_eq!(*h.source.reads.lock().unwrap(), 1);
+        h.source
             .routes
             .lock()
             .unwrap()
@@ -535,7 +549,7 @@ mod tests {
             2,
             "the new route took effect within a minute"
         );
-        assert_eq!(*h.routes.source.reads.lock().unwrap(), 2);
+        assert_eq!(*h.source.reads.lock().unwrap(), 2);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! The rules live in `telemetry_shared` (`batch`, `event`, `auth`); this crate maps the API
 //! Gateway request in and the outcome out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -18,9 +19,7 @@ use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::delivery::{MAX_ENTRIES_PER_BATCH, QueueMessage};
 use telemetry_shared::http::{self as api, ApiError};
 use telemetry_shared::metrics::{Metric, Metrics};
-use telemetry_shared::ports::{
-    EventSink, NoQueues, QueueSink, RateDecision, RateLimiter, Unlimited,
-};
+use telemetry_shared::ports::{EventSink, QueueSink, RateDecision, RateLimiter};
 
 /// Seconds a client is told to wait after a 503.
 pub use telemetry_shared::http::RETRY_AFTER_SECS;
@@ -76,12 +75,13 @@ fn too_large_for_the_limit(most: u64) -> ApiError {
 }
 
 /// The ingest handler: built once per execution environment.
-pub struct Ingest<S, L = Unlimited, Q = NoQueues> {
+pub struct Ingest {
     verifier: Verifier,
-    sink: S,
-    limiter: L,
+    sink: Arc<dyn EventSink>,
+    /// The per-user rate limit, when configured.
+    limiter: Option<Arc<dyn RateLimiter>>,
     /// The rejected-events queue and its URL, when configured.
-    rejected: Option<(Q, String)>,
+    rejected: Option<(Arc<dyn QueueSink>, String)>,
 }
 
 #[derive(Serialize)]
@@ -91,41 +91,27 @@ struct Accepted<'a> {
     rejected: &'a [RejectedEvent],
 }
 
-impl<S: EventSink> Ingest<S> {
+impl Ingest {
     /// A handler verifying tokens with `verifier` and writing to `sink`, without a rate limit.
-    pub fn new(verifier: Verifier, sink: S) -> Self {
+    pub fn new(verifier: Verifier, sink: Arc<dyn EventSink>) -> Self {
         Self {
             verifier,
             sink,
-            limiter: Unlimited,
+            limiter: None,
             rejected: None,
         }
     }
-}
 
-impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
     /// The same handler with a per-user rate limit.
-    pub fn with_limiter<L2: RateLimiter>(self, limiter: L2) -> Ingest<S, L2, Q> {
-        Ingest {
-            verifier: self.verifier,
-            sink: self.sink,
-            limiter,
-            rejected: self.rejected,
-        }
+    pub fn with_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// The same handler sending rejected events to `queue_url` through `queues`.
-    pub fn with_rejected_queue<Q2: QueueSink>(
-        self,
-        queues: Q2,
-        queue_url: String,
-    ) -> Ingest<S, L, Q2> {
-        Ingest {
-            verifier: self.verifier,
-            sink: self.sink,
-            limiter: self.limiter,
-            rejected: Some((queues, queue_url)),
-        }
+    pub fn with_rejected_queue(mut self, queues: Arc<dyn QueueSink>, queue_url: String) -> Self {
+        self.rejected = Some((queues, queue_url));
+        self
     }
 
     /// Sends the rejected events, with their reason and index, to the rejected-events queue.
@@ -188,7 +174,10 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
         now: chrono::DateTime<chrono::Utc>,
         metrics: &mut Metrics,
     ) -> Result<(), ApiError> {
-        match self.limiter.acquire(user_id, events, now).await {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.acquire(user_id, events, now).await {
             Ok(RateDecision::Allowed) => Ok(()),
             Ok(RateDecision::Limited { retry_after_secs }) => {
                 for _ in 0..events {
@@ -304,7 +293,7 @@ impl<S: EventSink, L: RateLimiter, Q: QueueSink> Ingest<S, L, Q> {
         let prepared = batch::prepare(body, who)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
         let carried = (prepared.records.len() + prepared.rejected.len()) as u64;
-        if let Some(most) = self.limiter.most_per_request()
+        if let Some(most) = self.limiter.as_ref().and_then(|l| l.most_per_request())
             && carried > most
         {
             return Err(too_large_for_the_limit(most));
@@ -353,45 +342,36 @@ fn idempotency_key(req: &ApiGatewayV2httpRequest) -> Result<Option<&str>, ApiErr
     }
 }
 
-/// The production handler's type.
-pub type AwsIngest =
-    Ingest<telemetry_shared::aws::kinesis::KinesisSink, Option<DynamoRateLimiter>, SqsQueues>;
-
 /// Builds the production handler from configuration and an SDK config, reading the JWT secret
 /// from Secrets Manager when `JWT_SECRET_ARN` names one.
 pub async fn from_config(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> Result<AwsIngest, ConfigError> {
+) -> Result<Ingest, ConfigError> {
     let sink = telemetry_shared::aws::kinesis::KinesisSink::new(
         aws_sdk_kinesis::Client::new(sdk),
         config.stream.clone(),
         config.retry_budget,
     );
-    let limiter = match (config.rate_limit_per_user, &config.counts_table) {
-        (Some(limit), Some(table)) => Some(DynamoRateLimiter::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            table.clone(),
-            limit,
-        )),
-        _ => None,
-    };
     let verifier = Verifier::connect(
         &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
     )
     .await?;
-    let ingest = Ingest::new(verifier, sink).with_limiter(limiter);
-    Ok(match &config.rejected_queue_url {
-        Some(url) => {
-            ingest.with_rejected_queue(SqsQueues::new(aws_sdk_sqs::Client::new(sdk)), url.clone())
-        }
-        None => Ingest {
-            verifier: ingest.verifier,
-            sink: ingest.sink,
-            limiter: ingest.limiter,
-            rejected: None,
-        },
-    })
+    let mut ingest = Ingest::new(verifier, Arc::new(sink));
+    if let (Some(limit), Some(table)) = (config.rate_limit_per_user, &config.counts_table) {
+        ingest = ingest.with_limiter(Arc::new(DynamoRateLimiter::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            table.clone(),
+            limit,
+        )));
+    }
+    if let Some(url) = &config.rejected_queue_url {
+        ingest = ingest.with_rejected_queue(
+            Arc::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
+            url.clone(),
+        );
+    }
+    Ok(ingest)
 }
 
 #[cfg(test)]
@@ -406,7 +386,8 @@ mod tests {
     /// The dev-only secret the fixtures in `events/` are signed with.
     const FIXTURE_SECRET: &str = "dev-only-secret-for-sam-local-invoke-do-not-deploy";
 
-    fn handler() -> Ingest<MemorySink> {
+    /// The handler and the sink it writes to.
+    fn handler() -> (Ingest, Arc<MemorySink>) {
         let verifier = Verifier::new(&AuthConfig {
             algorithms: vec![jsonwebtoken::Algorithm::HS256],
             key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
@@ -415,7 +396,8 @@ mod tests {
             max_ttl_secs: None,
         })
         .unwrap();
-        Ingest::new(verifier, MemorySink::default())
+        let sink = Arc::new(MemorySink::default());
+        (Ingest::new(verifier, sink.clone()), sink)
     }
 
     fn fixture() -> ApiGatewayV2httpRequest {
@@ -431,14 +413,14 @@ mod tests {
 
     #[tokio::test]
     async fn fixture_is_accepted_with_the_invalid_event_rejected_by_index() {
-        let h = handler();
+        let (h, sink) = handler();
         let r = h.handle(&fixture()).await;
         assert_eq!(r.status_code, 202, "{:?}", r.body);
         let b = body(&r);
         assert_eq!(b["accepted"], 2);
         assert_eq!(b["ids"], serde_json::json!(["fixture-1", "fixture-2"]));
         assert_eq!(b["rejected"][0]["index"], 2);
-        let stored = h.sink.events();
+        let stored = sink.events();
         assert_eq!(stored.len(), 2);
         assert!(stored.iter().all(|e| e["userId"] == "fixture-user"));
         assert_eq!(stored[0]["origin"], "ios-app");
@@ -447,14 +429,14 @@ mod tests {
 
     #[tokio::test]
     async fn stream_outage_is_503_with_retry_after_and_refusal_is_500() {
-        let h = handler();
-        *h.sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Transient(
+        let (h, sink) = handler();
+        *sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Transient(
             "throttled".into(),
         ));
         let r = h.handle(&fixture()).await;
         assert_eq!(r.status_code, 503);
         assert_eq!(r.headers.get("retry-after").unwrap(), "2");
-        *h.sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Permanent(
+        *sink.fail_with.lock().unwrap() = Some(telemetry_shared::ports::Failure::Permanent(
             "no such stream".into(),
         ));
         let r = h.handle(&fixture()).await;
@@ -465,25 +447,24 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_is_put_when_no_event_is_valid() {
-        let h = handler();
+        let (h, sink) = handler();
         let mut req = fixture();
         req.body = Some(r#"{"events":[{"type":"bad type"}]}"#.into());
         let r = h.handle(&req).await;
         assert_eq!(r.status_code, 400);
         assert_eq!(body(&r)["error"]["code"], "no_valid_events");
-        assert!(h.sink.records.lock().unwrap().is_empty());
+        assert!(sink.records.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn rejected_events_go_to_the_inspection_queue_with_reason_and_index() {
         let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/telemetry-rejected";
-        let h = handler().with_rejected_queue(
-            telemetry_shared::ports::memory::MemoryQueues::default(),
-            queue.to_string(),
-        );
+        let queues = Arc::new(telemetry_shared::ports::memory::MemoryQueues::default());
+        let h = handler()
+            .0
+            .with_rejected_queue(queues.clone(), queue.to_string());
         let r = h.handle(&fixture()).await;
         assert_eq!(r.status_code, 202);
-        let (queues, _) = h.rejected.as_ref().unwrap();
         let kept = queues.messages(queue);
         assert_eq!(kept.len(), 1);
         let body: serde_json::Value = serde_json::from_str(&kept[0].body).unwrap();
@@ -495,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_idempotency_key_is_400() {
-        let h = handler();
+        let (h, _) = handler();
         let mut req = fixture();
         req.headers
             .insert("idempotency-key", "x".repeat(65).parse().unwrap());

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use aws_lambda_events::dynamodb::{EventRecord, TimeWindowEvent, TimeWindowEventResponse};
 use aws_lambda_events::streams::DynamoDbBatchItemFailure;
@@ -60,8 +61,8 @@ impl Config {
 }
 
 /// The post-process handler.
-pub struct PostProcess<C> {
-    counts: C,
+pub struct PostProcess {
+    counts: Arc<dyn CountStore>,
 }
 
 /// Why a stream record is not counted.
@@ -188,9 +189,9 @@ pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
     }
 }
 
-impl<C: CountStore> PostProcess<C> {
+impl PostProcess {
     /// A handler applying counts to `counts`.
-    pub fn new(counts: C) -> Self {
+    pub fn new(counts: Arc<dyn CountStore>) -> Self {
         Self { counts }
     }
 
@@ -334,12 +335,12 @@ fn failure(seq: Option<String>) -> DynamoDbBatchItemFailure {
 }
 
 /// Builds the production handler.
-pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess<CountTable> {
-    PostProcess::new(CountTable::new(
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess {
+    PostProcess::new(Arc::new(CountTable::new(
         aws_sdk_dynamodb::Client::new(sdk),
         config.counts_table.clone(),
         config.minute_ttl_days,
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -357,7 +358,28 @@ mod tests {
         serde_json::from_str(include_str!("../../../events/dynamodb-window-batch.json")).unwrap()
     }
 
-    fn total(h: &PostProcess<MemoryCounts>, pk: &str, bucket: &str) -> u64 {
+    /// A handler over in-memory counts, and the counts.
+    struct Fixture {
+        handler: PostProcess,
+        counts: Arc<MemoryCounts>,
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = PostProcess;
+        fn deref(&self) -> &PostProcess {
+            &self.handler
+        }
+    }
+
+    fn handler() -> Fixture {
+        let counts = Arc::new(MemoryCounts::default());
+        Fixture {
+            handler: PostProcess::new(counts.clone()),
+            counts,
+        }
+    }
+
+    fn total(h: &Fixture, pk: &str, bucket: &str) -> u64 {
         h.counts.total(pk, bucket)
     }
 
@@ -381,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn fixture_counts_inserts_under_their_time_and_skips_modifies() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         let r = h.handle(fixture(), ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(r.time_window_event_response_properties.state.is_empty());
@@ -402,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn replayed_and_bisected_batches_never_count_twice() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         let whole = batch("shard-a", 1000, 10, "t");
         h.handle(whole.clone(), ample()).await;
         h.handle(whole.clone(), ample()).await;
@@ -417,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn shards_with_overlapping_sequence_numbers_count_apart() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         // Same sequence range on two shards (DynamoDB numbers per shard), interleaved.
         h.handle(batch("shard-a", 100, 5, "t"), ample()).await;
         h.handle(batch("shard-b", 100, 5, "t"), ample()).await;
@@ -428,7 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rotated_shard_starts_its_own_counters() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         h.handle(batch("parent", 500, 3, "t"), ample()).await;
         // The child shard's numbers may be lower than the parent's last one.
         h.handle(batch("child", 200, 3, "t"), ample()).await;
@@ -437,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_shard_id_nothing_is_counted_and_the_batch_fails() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         let mut e = fixture();
         e.time_window_properties.shard_id = None;
         let r = h.handle(e, ample()).await;
@@ -456,7 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_the_event_types_cannot_read_is_skipped_and_its_neighbours_counted() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         // An attribute value of no DynamoDB type: the whole event would not deserialize.
         let payload = payload_with(|r| {
             r["dynamodb"]["NewImage"]["type"] = serde_json::json!({"Q": "?"});
@@ -470,7 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_with_extreme_times_are_skipped_or_counted_but_never_fail_the_batch() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         for (timestamp, received) in [
             ("-262143-01-01T00:00:00Z", "-262143-01-01T00:00:00Z"),
             ("+262142-12-31T23:59:59Z", "+262142-12-31T23:59:59Z"),
@@ -492,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_final_empty_invoke_of_a_window_changes_nothing() {
-        let h = PostProcess::new(MemoryCounts::default());
+        let h = handler();
         let mut e = fixture();
         e.dynamo_db_event.records.clear();
         e.time_window_properties.is_final_invoke_for_window = true;

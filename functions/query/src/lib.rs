@@ -5,6 +5,8 @@
 //! * `GET /v1/counts` (scope `counts:read`): counts per bucket, summing the partial counters.
 //! * `GET /v1/routes`, `PUT /v1/routes/{id}`, `DELETE /v1/routes/{id}` (scope `admin`).
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::Method;
 use serde::Serialize;
@@ -59,11 +61,11 @@ impl Config {
 }
 
 /// The query handler.
-pub struct Query<R, C, S> {
+pub struct Query {
     verifier: Verifier,
-    events: R,
-    counts: C,
-    routes: S,
+    events: Arc<dyn EventReader>,
+    counts: Arc<dyn CountReader>,
+    routes: Arc<dyn RouteStore>,
     route_queue_prefix: Option<String>,
 }
 
@@ -111,10 +113,15 @@ fn routes_page(
     (routes, more)
 }
 
-impl<R: EventReader, C: CountReader, S: RouteStore> Query<R, C, S> {
+impl Query {
     /// A handler verifying tokens with `verifier`, reading `events` and `counts`, managing
     /// `routes`.
-    pub fn new(verifier: Verifier, events: R, counts: C, routes: S) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        events: Arc<dyn EventReader>,
+        counts: Arc<dyn CountReader>,
+        routes: Arc<dyn RouteStore>,
+    ) -> Self {
         Self {
             verifier,
             events,
@@ -424,25 +431,30 @@ pub fn counts_query(
     })
 }
 
-/// The production handler's type.
-pub type AwsQuery = Query<EventTable, CountTable, RouteTableStore>;
-
 /// Builds the production handler, reading the JWT secret from Secrets Manager when
 /// `JWT_SECRET_ARN` names one.
 pub async fn from_config(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> Result<AwsQuery, ConfigError> {
+) -> Result<Query, ConfigError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ok(Query::new(
         Verifier::connect(
             &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
         )
         .await?,
-        EventTable::new(dynamodb.clone(), config.events_table.clone(), None),
+        Arc::new(EventTable::new(
+            dynamodb.clone(),
+            config.events_table.clone(),
+            None,
+        )),
         // Reads only: the TTL setting is post-process's.
-        CountTable::new(dynamodb.clone(), config.counts_table.clone(), 1),
-        RouteTableStore::new(dynamodb, config.routes_table.clone()),
+        Arc::new(CountTable::new(
+            dynamodb.clone(),
+            config.counts_table.clone(),
+            1,
+        )),
+        Arc::new(RouteTableStore::new(dynamodb, config.routes_table.clone())),
     )
     .with_route_queue_prefix(config.route_queue_prefix.clone()))
 }

@@ -5,6 +5,8 @@
 //! records after it overwrite themselves), and never lets an undecodable record block its
 //! shard: such a record is logged, counted as rejected and skipped.
 
+use std::sync::Arc;
+
 use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::KinesisEventResponse;
 use telemetry_shared::aws::event_table::{self, EventTable};
@@ -36,13 +38,13 @@ impl Config {
 }
 
 /// The store handler.
-pub struct Store<S> {
-    store: S,
+pub struct Store {
+    store: Arc<dyn EventStore>,
 }
 
-impl<S: EventStore> Store<S> {
+impl Store {
     /// A handler writing to `store`.
-    pub fn new(store: S) -> Self {
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self { store }
     }
 
@@ -120,12 +122,12 @@ fn too_large_for_dynamodb(record_bytes: usize, event: &StoredEvent<'_>) -> bool 
 }
 
 /// Builds the production handler.
-pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Store<EventTable> {
-    Store::new(EventTable::new(
+pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Store {
+    Store::new(Arc::new(EventTable::new(
         aws_sdk_dynamodb::Client::new(sdk),
         config.table.clone(),
         config.ttl_days,
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -145,19 +147,20 @@ mod tests {
 
     #[tokio::test]
     async fn fixture_is_stored_and_the_undecodable_record_skipped() {
-        let store = Store::new(MemoryStore::default());
+        let memory = Arc::new(MemoryStore::default());
+        let store = Store::new(memory.clone());
         let response = store.handle(&fixture(), ample()).await;
         assert!(response.batch_item_failures.is_empty());
-        let items = store.store.items.lock().unwrap();
+        let items = memory.items.lock().unwrap();
         assert_eq!(items.len(), 2);
         assert!(items.contains_key(&("fixture-user".into(), "fixture-1".into())));
     }
 
     /// The fixture stored with writes of `ids` failing; the sequence numbers reported.
     async fn reported_when_failing(ids: &[&str]) -> Vec<String> {
-        let store = Store::new(MemoryStore::default());
-        store
-            .store
+        let memory = Arc::new(MemoryStore::default());
+        let store = Store::new(memory.clone());
+        memory
             .fail_ids
             .lock()
             .unwrap()
@@ -193,9 +196,10 @@ mod tests {
 
     #[tokio::test]
     async fn redelivered_batch_leaves_one_item_per_event() {
-        let store = Store::new(MemoryStore::default());
+        let memory = Arc::new(MemoryStore::default());
+        let store = Store::new(memory.clone());
         store.handle(&fixture(), ample()).await;
         store.handle(&fixture(), ample()).await;
-        assert_eq!(store.store.items.lock().unwrap().len(), 2);
+        assert_eq!(memory.items.lock().unwrap().len(), 2);
     }
 }

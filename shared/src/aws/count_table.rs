@@ -132,6 +132,7 @@ enum Condition<'a> {
     Unchanged(Option<&'a str>),
 }
 
+#[async_trait::async_trait]
 impl CountStore for CountTable {
     async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError> {
         let all = update.seqs.len() as u64;
@@ -178,6 +179,7 @@ impl CountStore for CountTable {
     }
 }
 
+#[async_trait::async_trait]
 impl CountReader for CountTable {
     async fn read_partials(
         &self,

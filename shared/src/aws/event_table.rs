@@ -321,6 +321,7 @@ fn key_of(request: &WriteRequest) -> Option<(String, String)> {
     }
 }
 
+#[async_trait::async_trait]
 impl EventStore for EventTable {
     async fn write_events(&self, events: &[StoredEvent<'_>], deadline: Deadline) -> WriteOutcome {
         let keys: Vec<(&str, &str)> = events
@@ -423,6 +424,7 @@ fn page_key(item: &HashMap<String, AttributeValue>) -> HashMap<String, Attribute
         .collect()
 }
 
+#[async_trait::async_trait]
 impl EventReader for EventTable {
     async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
         let pk = partition_key(&q.user_id);

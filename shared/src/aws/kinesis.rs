@@ -99,6 +99,7 @@ pub const PUT_RECORDS_RETRIES: RetryPolicy = RetryPolicy {
     max_attempts: None,
 };
 
+#[async_trait::async_trait]
 impl EventSink for KinesisSink {
     async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {
         let deadline = Deadline::after(self.budget);

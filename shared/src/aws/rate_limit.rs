@@ -208,6 +208,7 @@ fn is_throttling(code: &str) -> bool {
     )
 }
 
+#[async_trait::async_trait]
 impl RateLimiter for DynamoRateLimiter {
     async fn acquire(
         &self,

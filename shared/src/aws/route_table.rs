@@ -52,6 +52,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Route> {
         .map(|i| i.route)
 }
 
+#[async_trait::async_trait]
 impl RouteSource for RouteTableStore {
     async fn list_routes(&self) -> Result<Vec<Route>, StoreError> {
         let mut routes = Vec::new();
@@ -81,6 +82,7 @@ impl RouteSource for RouteTableStore {
     }
 }
 
+#[async_trait::async_trait]
 impl RouteStore for RouteTableStore {
     async fn put_route(&self, route: &Route) -> Result<(), StoreError> {
         self.client

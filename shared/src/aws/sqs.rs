@@ -96,6 +96,7 @@ pub fn entry_outcomes(count: usize, output: &SendMessageBatchOutput) -> Vec<Resu
     outcomes
 }
 
+#[async_trait::async_trait]
 impl QueueSink for SqsQueues {
     async fn max_message_size(&self, queue_url: &str) -> Result<usize, SendError> {
         if let Some(size) = self.sizes.lock().expect("lock").get(queue_url) {
