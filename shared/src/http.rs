@@ -64,47 +64,99 @@ pub const MAX_GZIP_MEMBERS: usize = 4;
 /// a moment later, not at once.
 pub const RETRY_AFTER_SECS: u32 = 2;
 
-/// An HTTP error answer.
+/// What kind of refusal an answer is: the one place an HTTP status (and `Retry-After`) is
+/// chosen, for every function behind the API ([`Refusal::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request is malformed or invalid: fix it before sending it again.
+    BadRequest,
+    /// No valid token.
+    Unauthorized,
+    /// A valid token without the scope.
+    Forbidden,
+    /// No such resource.
+    NotFound,
+    /// The resource exists but not with this method.
+    MethodNotAllowed,
+    /// The body (or what a request asks for at once) can never be accepted.
+    PayloadTooLarge,
+    /// The body is not JSON (or not gzip when it says so).
+    UnsupportedMediaType,
+    /// Over the user's rate limit: retry after this many seconds.
+    RateLimited {
+        /// `Retry-After`.
+        retry_after_secs: u32,
+    },
+    /// A dependency is unavailable: retry after this many seconds.
+    Unavailable {
+        /// `Retry-After`.
+        retry_after_secs: u32,
+    },
+    /// Our fault, or a dependency that refused: retrying will not help.
+    Internal,
+}
+
+impl Refusal {
+    /// The HTTP status and the `Retry-After` seconds of the answer.
+    pub fn status(self) -> (u16, Option<u32>) {
+        match self {
+            Self::BadRequest => (400, None),
+            Self::Unauthorized => (401, None),
+            Self::Forbidden => (403, None),
+            Self::NotFound => (404, None),
+            Self::MethodNotAllowed => (405, None),
+            Self::PayloadTooLarge => (413, None),
+            Self::UnsupportedMediaType => (415, None),
+            Self::RateLimited { retry_after_secs } => (429, Some(retry_after_secs)),
+            Self::Internal => (500, None),
+            Self::Unavailable { retry_after_secs } => (503, Some(retry_after_secs)),
+        }
+    }
+}
+
+/// An HTTP error answer: a [`Refusal`], a machine code and a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
+    /// What kind of refusal (its status and headers).
+    pub kind: Refusal,
     /// Machine code.
     pub code: &'static str,
     /// Human message.
     pub message: String,
-    /// Seconds for `Retry-After` (429, 503).
-    pub retry_after: Option<u32>,
     /// Extra top-level fields of the body (e.g. `rejected` beside `error`).
     pub details: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `kind` with `code` and `message`.
+    pub fn new(kind: Refusal, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code,
             message: message.into(),
-            retry_after: None,
             details: None,
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.kind.status().0
+    }
+
     /// 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, code, message)
+        Self::new(Refusal::BadRequest, code, message)
     }
 
     /// 404.
     pub fn not_found() -> Self {
-        Self::new(404, "not_found", "no such resource")
+        Self::new(Refusal::NotFound, "not_found", "no such resource")
     }
 
     /// 405.
     pub fn method_not_allowed() -> Self {
         Self::new(
-            405,
+            Refusal::MethodNotAllowed,
             "method_not_allowed",
             "method not allowed on this resource",
         )
@@ -113,7 +165,7 @@ impl ApiError {
     /// 413.
     pub fn payload_too_large() -> Self {
         Self::new(
-            413,
+            Refusal::PayloadTooLarge,
             "payload_too_large",
             format!("request body is limited to {MAX_BODY_BYTES} bytes after decompression"),
         )
@@ -121,15 +173,20 @@ impl ApiError {
 
     /// 415.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(415, "unsupported_media_type", message)
+        Self::new(
+            Refusal::UnsupportedMediaType,
+            "unsupported_media_type",
+            message,
+        )
     }
 
     /// 503 with `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> Self {
-        Self {
-            retry_after: Some(retry_after_secs),
-            ..Self::new(503, "service_unavailable", message)
-        }
+        Self::new(
+            Refusal::Unavailable { retry_after_secs },
+            "service_unavailable",
+            message,
+        )
     }
 
     /// The one answer to a dependency's failure, for every API: transient → 503 with
@@ -153,7 +210,7 @@ impl ApiError {
 
     /// 500; the detail goes to the log, not to the client.
     pub fn internal() -> Self {
-        Self::new(500, "internal_error", "internal error")
+        Self::new(Refusal::Internal, "internal_error", "internal error")
     }
 
     /// Adds a top-level field to the error body.
@@ -171,8 +228,9 @@ impl ApiError {
             let (key, value) = *details;
             body[key] = value;
         }
-        let mut response = json_response(self.status, &body);
-        if let Some(secs) = self.retry_after {
+        let (status, retry_after) = self.kind.status();
+        let mut response = json_response(status, &body);
+        if let Some(secs) = retry_after {
             response
                 .headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -184,8 +242,10 @@ impl ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Unauthorized => Self::new(401, "unauthorized", e.to_string()),
-            AuthError::Forbidden(_) => Self::new(403, "forbidden", e.to_string()),
+            AuthError::Unauthorized => {
+                Self::new(Refusal::Unauthorized, "unauthorized", e.to_string())
+            }
+            AuthError::Forbidden(_) => Self::new(Refusal::Forbidden, "forbidden", e.to_string()),
         }
     }
 }
@@ -323,6 +383,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_retryable_refusals_carry_retry_after_and_a_dependency_is_answered_once() {
+        let answer = |e: ApiError| {
+            let r = e.into_response();
+            let retry = r
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status_code, retry)
+        };
+        let throttled = ApiError::dependency("x", Failure::Transient("throttled".into()));
+        assert_eq!(answer(throttled), (503, Some(RETRY_AFTER_SECS.to_string())));
+        let refused = ApiError::dependency("x", Failure::Permanent("gone".into()));
+        assert_eq!(answer(refused), (500, None));
+        let limited = ApiError::new(
+            Refusal::RateLimited {
+                retry_after_secs: 7,
+            },
+            "r",
+            "m",
+        );
+        assert_eq!(answer(limited), (429, Some("7".into())));
+        for kind in [
+            Refusal::BadRequest,
+            Refusal::Unauthorized,
+            Refusal::Forbidden,
+            Refusal::NotFound,
+            Refusal::MethodNotAllowed,
+            Refusal::PayloadTooLarge,
+            Refusal::UnsupportedMediaType,
+            Refusal::Internal,
+        ] {
+            let (status, retry) = answer(ApiError::new(kind, "c", "m"));
+            assert!((400..=500).contains(&status) && retry.is_none(), "{kind:?}");
+        }
+    }
+
+    #[test]
     fn the_response_budget_counts_escaped_bytes() {
         assert_eq!(escaped_len(r#"{"a":"\""}"#), 10 + 6);
         assert_eq!(escaped_len("é\u{1}"), 2 + 6);
@@ -350,7 +447,7 @@ mod tests {
         let bomb = gzip(&vec![0u8; 50 * 1024 * 1024]);
         assert!(bomb.len() < 100 * 1024);
         assert_eq!(
-            gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err().status,
+            gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err().status(),
             413
         );
     }
@@ -367,7 +464,7 @@ mod tests {
             .collect();
         let started = std::time::Instant::now();
         let err = gunzip_bounded(&bomb, MAX_BODY_BYTES).unwrap_err();
-        assert_eq!((err.status, err.code), (400, "invalid_body"));
+        assert_eq!((err.status(), err.code), (400, "invalid_body"));
         assert!(err.message.contains("members"), "{}", err.message);
         // Refused after MAX_GZIP_MEMBERS members: no time to speak of, even in a debug build.
         assert!(started.elapsed() < std::time::Duration::from_millis(50));
@@ -404,7 +501,7 @@ mod tests {
     fn truncated_gzip_is_a_400() {
         let g = gzip(b"some body that is long enough to truncate");
         let err = gunzip_bounded(&g[..g.len() / 2], 1000).unwrap_err();
-        assert_eq!((err.status, err.code), (400, "invalid_body"));
+        assert_eq!((err.status(), err.code), (400, "invalid_body"));
     }
 
     #[test]

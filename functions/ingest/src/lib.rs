@@ -17,7 +17,7 @@ use telemetry_shared::aws::sqs::SqsQueues;
 use telemetry_shared::batch::{self, Enrichment, RejectedEvent};
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::delivery::{MAX_ENTRIES_PER_BATCH, QueueMessage};
-use telemetry_shared::http::{self as api, ApiError};
+use telemetry_shared::http::{self as api, ApiError, Refusal};
 use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{EventSink, QueueSink, RateDecision, RateLimiter};
 
@@ -66,7 +66,7 @@ impl Config {
 /// A request that can never fit the per-user limit: not a retryable 429.
 fn too_large_for_the_limit(most: u64) -> ApiError {
     ApiError::new(
-        413,
+        Refusal::PayloadTooLarge,
         "batch_exceeds_rate_limit",
         format!(
             "a request may carry at most {most} events under this user's rate limit: send smaller batches"
@@ -156,7 +156,7 @@ impl Ingest {
             Ok(response) => response,
             Err(e) => {
                 metrics.add(Metric::RequestsFailed, 1);
-                tracing::info!(status = e.status, code = e.code, "request refused");
+                tracing::info!(status = e.status(), code = e.code, "request refused");
                 e.into_response()
             }
         };
@@ -183,14 +183,11 @@ impl Ingest {
                 for _ in 0..events {
                     metrics.rejected("rate_limited");
                 }
-                Err(ApiError {
-                    retry_after: Some(retry_after_secs),
-                    ..ApiError::new(
-                        429,
-                        "rate_limited",
-                        "too many events for this user; retry later",
-                    )
-                })
+                Err(ApiError::new(
+                    Refusal::RateLimited { retry_after_secs },
+                    "rate_limited",
+                    "too many events for this user; retry later",
+                ))
             }
             Ok(RateDecision::TooLarge { most }) => Err(too_large_for_the_limit(most)),
             Err(e) => {

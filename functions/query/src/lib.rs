@@ -142,7 +142,7 @@ impl Query {
         match self.route(req).await {
             Ok(response) => response,
             Err(e) => {
-                tracing::info!(status = e.status, code = e.code, "request refused");
+                tracing::info!(status = e.status(), code = e.code, "request refused");
                 e.into_response()
             }
         }
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(
             events_query(&with_query("userId=v"), &user)
                 .unwrap_err()
-                .status,
+                .status(),
             403
         );
         let admin = Principal::new("ops", &[Scope::Admin]);
