@@ -440,10 +440,9 @@ async fn local(port: u16, prefix: &str) -> Result<()> {
     let mut config = LocalConfig::new(state.auth_config());
     config.bind = SocketAddr::from(([127, 0, 0, 1], port));
     config.names = ResourceNames::with_prefix(prefix);
-    // Read as ingest reads it (a malformed value stops start-up, naming the variable).
-    config.rate_limit_per_user =
-        Some(telemetry_shared::config::Env::process().parsed_or::<u64>("RATE_LIMIT_PER_USER", 0)?)
-            .filter(|n| *n > 0);
+    // The functions' settings as in Lambda: read by each function (a malformed value stops
+    // start-up, naming the variable).
+    config.settings = telemetry_shared::config::Env::process();
 
     let sdk = telemetry_shared::aws::sdk_config().await?;
     let mut stack = LocalStack::start(config.clone(), &sdk)

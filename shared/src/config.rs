@@ -33,10 +33,14 @@ impl ConfigError {
     }
 }
 
-/// Where configuration comes from: the process environment, or a map (tests, the local stack).
+/// Where configuration comes from: the process environment, a map (tests, the local stack),
+/// or a map over the process environment ([`Env::with`]).
 #[derive(Debug, Clone, Default)]
 pub struct Env {
-    overrides: Option<HashMap<String, String>>,
+    /// Variables that win over the process environment.
+    vars: HashMap<String, String>,
+    /// Whether a name not in `vars` is looked up in the process environment.
+    hermetic: bool,
     /// Every name looked up, so tests can compare a config with `template.yaml`.
     read: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -52,11 +56,23 @@ impl Env {
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
         Self {
-            overrides: Some(
-                vars.into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
-            ),
+            hermetic: true,
+            ..Self::default()
+        }
+        .with(vars)
+    }
+
+    /// These variables over this environment's (they win; the rest is looked up as before),
+    /// with a fresh record of the names read.
+    pub fn with<K: Into<String>, V: Into<String>>(
+        &self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut all = self.vars.clone();
+        all.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        Self {
+            vars: all,
+            hermetic: self.hermetic,
             read: Arc::default(),
         }
     }
@@ -66,8 +82,9 @@ impl Env {
         if let Ok(mut read) = self.read.lock() {
             read.insert(name.to_string());
         }
-        let value = match &self.overrides {
-            Some(map) => map.get(name).cloned(),
+        let value = match self.vars.get(name) {
+            Some(v) => Some(v.clone()),
+            None if self.hermetic => None,
             None => std::env::var(name).ok(),
         };
         value.filter(|v| !v.trim().is_empty())
@@ -135,6 +152,18 @@ mod tests {
         let err = env.parsed_or::<u32>("N", 1).unwrap_err();
         assert!(err.to_string().contains("N is invalid"), "{err}");
         assert_eq!(env.parsed_or::<u32>("UNSET", 7), Ok(7));
+    }
+
+    #[test]
+    fn a_map_over_an_environment_wins_and_the_rest_falls_through() {
+        let base = Env::from_map([("A", "base"), ("B", "base")]);
+        let env = base.with([("B", "over")]);
+        assert_eq!(env.optional("A").as_deref(), Some("base"));
+        assert_eq!(env.optional("B").as_deref(), Some("over"));
+        // A map is hermetic: nothing comes from the process (PATH is always set).
+        assert_eq!(env.optional("PATH"), None);
+        assert!(Env::process().with([("X", "1")]).optional("PATH").is_some());
+        assert_eq!(env.names_read().len(), 3);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub struct StackOptions {
     pub shards: i32,
     /// ingest's retry budget.
     pub retry_budget: Duration,
-    /// forward's route cache lifetime (short in tests; 60 s in the template).
+    /// forward's route cache lifetime, whole seconds (short in tests; 60 s in the template).
     pub routes_refresh: Duration,
 }
 
@@ -166,8 +166,17 @@ impl TestStack {
         config.names = names.clone();
         config.shards = options.shards;
         config.poll_interval = Duration::from_millis(100);
-        config.ingest_retry_budget = options.retry_budget;
-        config.routes_refresh = options.routes_refresh;
+        // As the template sets them, read by the functions themselves.
+        config.settings = telemetry_shared::config::Env::from_map([
+            (
+                "INGEST_RETRY_BUDGET_MS",
+                options.retry_budget.as_millis().to_string(),
+            ),
+            (
+                "ROUTES_REFRESH_SECS",
+                options.routes_refresh.as_secs().to_string(),
+            ),
+        ]);
         let stack = LocalStack::start(config, &sdk)
             .await
             .expect("local stack starts against the emulator");

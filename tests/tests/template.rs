@@ -1017,6 +1017,35 @@ fn the_local_gateway_routes_exactly_the_templates_http_api() {
 }
 
 #[test]
+fn the_local_stack_configures_every_function_with_variables_the_template_gives_it() {
+    use telemetry_cli::local::FunctionConfigs;
+    use telemetry_cli::local::resources::ResourceNames;
+    let t = cfn::template();
+    let declared = functions(&t);
+    let local = FunctionConfigs::variables(&ResourceNames::with_prefix("x"));
+    assert_eq!(
+        local
+            .keys()
+            .map(|id| id.to_string())
+            .collect::<BTreeSet<_>>(),
+        declared.keys().cloned().collect::<BTreeSet<_>>(),
+        "the local stack configures exactly the template's functions"
+    );
+    for (id, vars) in &local {
+        let names: BTreeSet<String> = environment(&t, declared[*id])
+            .into_iter()
+            .map(|v| v.0)
+            .collect();
+        for (name, _) in vars {
+            assert!(
+                names.contains(*name),
+                "the local stack sets {name} for {id}, which the template does not"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_local_tables_have_the_templates_keys_indexes_streams_and_ttl() {
     use telemetry_cli::local::resources::{ResourceNames, table_specs};
     let t = cfn::template();

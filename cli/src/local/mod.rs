@@ -12,6 +12,7 @@ pub mod kinesis_source;
 pub mod mapping;
 pub mod resources;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use telemetry_shared::auth::AuthConfig;
 use telemetry_shared::aws::route_table::RouteTableStore;
+use telemetry_shared::config::{ConfigError, Env};
 use tokio::task::JoinHandle;
 
 use self::dynamodb_source::DynamoStreamSource;
@@ -42,17 +44,17 @@ pub struct LocalConfig {
     pub batch_size: i32,
     /// Wait between polls of an idle shard.
     pub poll_interval: Duration,
-    /// ingest's retry budget for Kinesis.
-    pub ingest_retry_budget: Duration,
-    /// forward's route cache lifetime.
-    pub routes_refresh: Duration,
+    /// The functions' own settings, by the variables they read in Lambda
+    /// (`INGEST_RETRY_BUDGET_MS`, `RATE_LIMIT_PER_USER`, `ROUTES_REFRESH_SECS`,
+    /// `EVENT_TTL_DAYS`, ...): each function's `Config::from_env` reads them, with its own
+    /// defaults, under the resource names the stack sets ([`FunctionConfigs::read`]).
+    /// `telemetry local` passes the process environment; tests a map.
+    pub settings: Env,
     /// post-process's tumbling window.
     pub window: Duration,
     /// Keep a copy of every batch handed to the stream functions (benchmarks count the
     /// minimum AWS requests from them).
     pub record_batches: bool,
-    /// Events per user per minute (`RATE_LIMIT_PER_USER`); `None`: no limit.
-    pub rate_limit_per_user: Option<u64>,
     /// A stream function's timeout (the template's 30 s); the handler gets a deadline 2 s
     /// before it, as in the Lambda binaries.
     pub invocation_timeout: Duration,
@@ -80,11 +82,9 @@ impl LocalConfig {
             auth,
             batch_size: 100,
             poll_interval: Duration::from_millis(250),
-            ingest_retry_budget: Duration::from_secs(5),
-            routes_refresh: Duration::from_secs(60),
             window: Duration::from_secs(60),
             record_batches: false,
-            rate_limit_per_user: None,
+            settings: Env::from_map::<&str, &str>([]),
             invocation_timeout: Duration::from_secs(30),
         }
     }
@@ -111,6 +111,86 @@ pub struct LocalStack {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The five functions' configurations, each read by its own `Config::from_env` from the
+/// variables `template.yaml` gives it — here the local resources' names — over
+/// [`LocalConfig::settings`]: one parser and one set of defaults for both stacks.
+#[derive(Debug, Clone)]
+pub struct FunctionConfigs {
+    /// ingest's.
+    pub ingest: ingest::Config,
+    /// query's.
+    pub query: query::Config,
+    /// store's.
+    pub store: store::Config,
+    /// forward's.
+    pub forward: forward::Config,
+    /// post-process's.
+    pub post_process: post_process::Config,
+}
+
+/// A function's variables: (name, value).
+pub type Variables = Vec<(&'static str, String)>;
+
+impl FunctionConfigs {
+    /// The variables the local stack sets for each function (by its logical id in
+    /// `template.yaml`): the resources the template would `!Ref`. Everything else a function
+    /// reads is a setting.
+    pub fn variables(names: &ResourceNames) -> BTreeMap<&'static str, Variables> {
+        let v = |pairs: &[(&'static str, &String)]| -> Variables {
+            pairs.iter().map(|(k, v)| (*k, (*v).clone())).collect()
+        };
+        BTreeMap::from([
+            (
+                "IngestFunction",
+                v(&[
+                    ("EVENTS_STREAM", &names.stream),
+                    ("COUNTS_TABLE", &names.counts_table),
+                ]),
+            ),
+            // Locally no IAM stands between forward and the queues: no ROUTE_QUEUE_PREFIX
+            // unless the settings give one.
+            (
+                "QueryFunction",
+                v(&[
+                    ("EVENTS_TABLE", &names.events_table),
+                    ("COUNTS_TABLE", &names.counts_table),
+                    ("ROUTES_TABLE", &names.routes_table),
+                ]),
+            ),
+            ("StoreFunction", v(&[("EVENTS_TABLE", &names.events_table)])),
+            (
+                "ForwardFunction",
+                v(&[
+                    ("ROUTES_TABLE", &names.routes_table),
+                    ("FORWARD_DLQ_URL", &names.forward_dlq),
+                ]),
+            ),
+            (
+                "PostProcessFunction",
+                v(&[("COUNTS_TABLE", &names.counts_table)]),
+            ),
+        ])
+    }
+
+    /// Reads them all, before anything is created: a malformed setting stops the stack,
+    /// naming the variable. forward's dead-letter queue URL is the emulator's to decide: it is
+    /// the queue's name until [`LocalStack::start`] has created it.
+    pub fn read(config: &LocalConfig) -> Result<Self, ConfigError> {
+        let mut vars = Self::variables(&config.names);
+        let mut env = |id: &str| config.settings.with(vars.remove(id).unwrap_or_default());
+        Ok(Self {
+            ingest: ingest::Config::from_env_with_auth(
+                &env("IngestFunction"),
+                config.auth.clone(),
+            )?,
+            query: query::Config::from_env_with_auth(&env("QueryFunction"), config.auth.clone())?,
+            store: store::Config::from_env(&env("StoreFunction"))?,
+            forward: forward::Config::from_env(&env("ForwardFunction"))?,
+            post_process: post_process::Config::from_env(&env("PostProcessFunction"))?,
+        })
+    }
+}
+
 /// The five handlers, built as the Lambda binaries build them.
 struct Functions {
     ingest: Arc<ingest::Ingest>,
@@ -121,71 +201,21 @@ struct Functions {
 }
 
 impl Functions {
-    async fn build(
-        config: &LocalConfig,
-        sdk: &aws_config::SdkConfig,
-        dlq_url: &str,
-    ) -> Result<Self> {
-        let names = &config.names;
-        let ingest = Arc::new(
-            ingest::from_config(
-                &ingest::Config {
-                    stream: names.stream.clone(),
-                    auth: config.auth.clone(),
-                    retry_budget: config.ingest_retry_budget,
-                    rate_limit_per_user: config.rate_limit_per_user,
-                    counts_table: Some(names.counts_table.clone()),
-                    rejected_queue_url: None,
-                },
-                sdk,
-            )
-            .await
-            .context("building ingest")?,
-        );
-        let query = Arc::new(
-            query::from_config(
-                &query::Config {
-                    events_table: names.events_table.clone(),
-                    counts_table: names.counts_table.clone(),
-                    routes_table: names.routes_table.clone(),
-                    // Locally no IAM stands between forward and the queues.
-                    route_queue_prefix: None,
-                    auth: config.auth.clone(),
-                },
-                sdk,
-            )
-            .await
-            .context("building query")?,
-        );
-        let store = Arc::new(store::from_config(
-            &store::Config {
-                table: names.events_table.clone(),
-                ttl_days: None,
-            },
-            sdk,
-        ));
-        let forward = Arc::new(forward::from_config(
-            &forward::Config {
-                routes_table: names.routes_table.clone(),
-                dlq_url: dlq_url.to_string(),
-                routes_refresh: config.routes_refresh,
-            },
-            sdk,
-        ));
-        let post_process = Arc::new(post_process::from_config(
-            &post_process::Config {
-                counts_table: names.counts_table.clone(),
-                minute_ttl_days: 8,
-            },
-            sdk,
-        ));
-
+    async fn build(configs: &FunctionConfigs, sdk: &aws_config::SdkConfig) -> Result<Self> {
         Ok(Self {
-            ingest,
-            query,
-            store,
-            forward,
-            post_process,
+            ingest: Arc::new(
+                ingest::from_config(&configs.ingest, sdk)
+                    .await
+                    .context("building ingest")?,
+            ),
+            query: Arc::new(
+                query::from_config(&configs.query, sdk)
+                    .await
+                    .context("building query")?,
+            ),
+            store: Arc::new(store::from_config(&configs.store, sdk)),
+            forward: Arc::new(forward::from_config(&configs.forward, sdk)),
+            post_process: Arc::new(post_process::from_config(&configs.post_process, sdk)),
         })
     }
 }
@@ -193,8 +223,10 @@ impl Functions {
 impl LocalStack {
     /// Creates the resources (idempotently) and starts the API and the stream mappings.
     pub async fn start(config: LocalConfig, sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let mut configs = FunctionConfigs::read(&config)?;
         let (demo_queue_url, dlq_url) = Self::create_resources(&config, sdk).await?;
-        let functions = Functions::build(&config, sdk, &dlq_url).await?;
+        configs.forward.dlq_url = dlq_url.clone();
+        let functions = Functions::build(&configs, sdk).await?;
         let recorded = Arc::new(std::sync::Mutex::new(RecordedBatches::default()));
         let progress = Arc::new(mapping::Progress::default());
         let mut tasks =
