@@ -45,14 +45,22 @@ pub struct Config {
 impl Config {
     /// Reads the configuration; the error names the variable at fault.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Self::from_env_with_auth(env, AuthConfig::from_env(env)?)
+        Self::read(env, || AuthConfig::from_env(env))
     }
 
     /// The same, with token verification decided elsewhere (the local stack's dev key).
     pub fn from_env_with_auth(env: &Env, auth: AuthConfig) -> Result<Self, ConfigError> {
+        Self::read(env, || Ok(auth))
+    }
+
+    /// The variables in the order they are named when missing, `auth` among them.
+    fn read(
+        env: &Env,
+        auth: impl FnOnce() -> Result<AuthConfig, ConfigError>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             stream: env.required("EVENTS_STREAM")?,
-            auth,
+            auth: auth()?,
             retry_budget: Duration::from_millis(env.parsed_or("INGEST_RETRY_BUDGET_MS", 5000)?),
             rate_limit_per_user: Some(env.parsed_or::<u64>("RATE_LIMIT_PER_USER", 0)?)
                 .filter(|n| *n > 0),

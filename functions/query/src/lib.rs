@@ -50,16 +50,24 @@ pub struct Config {
 impl Config {
     /// Reads the configuration; the error names the variable at fault.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Self::from_env_with_auth(env, AuthConfig::from_env(env)?)
+        Self::read(env, || AuthConfig::from_env(env))
     }
 
     /// The same, with token verification decided elsewhere (the local stack's dev key).
     pub fn from_env_with_auth(env: &Env, auth: AuthConfig) -> Result<Self, ConfigError> {
+        Self::read(env, || Ok(auth))
+    }
+
+    /// The variables in the order they are named when missing, `auth` among them.
+    fn read(
+        env: &Env,
+        auth: impl FnOnce() -> Result<AuthConfig, ConfigError>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             events_table: env.required("EVENTS_TABLE")?,
             counts_table: env.required("COUNTS_TABLE")?,
             routes_table: env.required("ROUTES_TABLE")?,
-            auth,
+            auth: auth()?,
             route_queue_prefix: env.optional("ROUTE_QUEUE_PREFIX"),
         })
     }
