@@ -111,8 +111,8 @@ pub struct CounterId {
     pub pk: String,
     /// [`format_bucket`] of the bucket start.
     pub bucket: String,
-    /// The granularity (for TTL).
-    pub granularity: Granularity,
+    /// Whether it expires (minute partials, `MINUTE_COUNTS_TTL_DAYS` after their bucket).
+    pub expires: bool,
 }
 
 /// What one batch adds to one partial counter.
@@ -148,7 +148,7 @@ pub fn aggregate(events: &[CountedEvent<'_>]) -> Vec<CounterUpdate> {
                     .entry(CounterId {
                         pk: partition_key(e.environment, kind, g),
                         bucket: bucket.clone(),
-                        granularity: g,
+                        expires: g == Granularity::Minute,
                     })
                     .or_default()
                     .push(e.seq.clone());

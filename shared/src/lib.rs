@@ -3,7 +3,7 @@
 //! Everything the Lambda functions share: the [`event`] model and its validation, the ingest
 //! request [`batch`] parser, JWT [`auth`], the Kinesis [`record`] codec, the DynamoDB
 //! item mapping (in [`aws`]), typed [`config`], the I/O [`ports`] with their [`aws`] adapters, [`retry`] policy,
-//! [`metrics`] in CloudWatch Embedded Metric Format and [`logging`].
+//! exact unique [`users`], [`metrics`] in CloudWatch Embedded Metric Format and [`logging`].
 //!
 //! Domain modules are plain synchronous Rust over plain types; only [`aws`] knows the SDK.
 
@@ -26,3 +26,4 @@ pub mod route;
 pub mod sample;
 pub mod sequence;
 pub mod time;
+pub mod users;

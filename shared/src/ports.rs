@@ -15,6 +15,7 @@ use crate::event::StoredEvent;
 use crate::record::EventRecord;
 use crate::retry::Deadline;
 use crate::route::Route;
+use crate::users::Marker;
 
 /// Why a dependency (the stream, a table, a queue) did not do what was asked: the one failure
 /// vocabulary of every port — whether the same request may succeed if tried again. Adapters
@@ -168,6 +169,19 @@ pub trait CountStore: Send + Sync {
     async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError>;
 }
 
+/// Keeps the first-seen markers of unique users ([`crate::users`]).
+#[async_trait::async_trait]
+pub trait MarkerStore: Send + Sync {
+    /// Creates `marker` with `by` unless it exists (expiring at `expires_at`, Unix seconds),
+    /// and returns the `by` it holds: `by` itself when this call created it.
+    async fn first_seen(
+        &self,
+        marker: &Marker,
+        by: &str,
+        expires_at: Option<i64>,
+    ) -> Result<String, StoreError>;
+}
+
 /// Reads partial counters.
 #[async_trait::async_trait]
 pub trait CountReader: Send + Sync {
@@ -235,7 +249,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl EventSink for MemorySink {
         async fn put_records(&self, records: Vec<EventRecord>) -> Result<usize, SinkError> {
             if let Some(e) = self.fail_with.lock().expect("lock").clone() {
@@ -268,7 +281,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl EventStore for MemoryStore {
         async fn write_events(&self, events: &[StoredEvent<'_>], _: Deadline) -> WriteOutcome {
             let fail_ids = self.fail_ids.lock().expect("lock").clone();
@@ -288,7 +300,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl EventReader for MemoryStore {
         async fn list_events(&self, q: &EventQuery) -> Result<EventPage, ReadError> {
             // Newest first by timestamp; the cursor is the number of events already returned.
@@ -363,7 +374,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl QueueSink for MemoryQueues {
         async fn max_message_size(&self, queue_url: &str) -> Result<usize, SendError> {
             self.check(queue_url)?;
@@ -408,7 +418,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl RouteSource for MemoryRoutes {
         async fn list_routes(&self) -> Result<Vec<Route>, StoreError> {
             *self.reads.lock().expect("lock") += 1;
@@ -423,7 +432,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl RouteStore for MemoryRoutes {
         async fn put_route(&self, route: &Route) -> Result<(), StoreError> {
             self.routes
@@ -462,7 +470,6 @@ pub mod memory {
     }
 
     #[async_trait::async_trait]
-
     impl CountStore for MemoryCounts {
         async fn apply(&self, shard: &str, update: &CounterUpdate) -> Result<u64, StoreError> {
             let mut counters = self.counters.lock().expect("lock");
@@ -482,8 +489,38 @@ pub mod memory {
         }
     }
 
-    #[async_trait::async_trait]
+    /// First-seen markers; can be told to fail for some users.
+    #[derive(Debug, Default)]
+    pub struct MemoryMarkers {
+        /// marker key → by.
+        pub markers: Mutex<BTreeMap<String, String>>,
+        /// Calls that reached the store.
+        pub calls: Mutex<usize>,
+        /// Markers of these users fail (transiently).
+        pub fail_users: Mutex<Vec<String>>,
+    }
 
+    #[async_trait::async_trait]
+    impl MarkerStore for MemoryMarkers {
+        async fn first_seen(
+            &self,
+            marker: &Marker,
+            by: &str,
+            _: Option<i64>,
+        ) -> Result<String, StoreError> {
+            *self.calls.lock().expect("lock") += 1;
+            if self.fail_users.lock().expect("lock").contains(&marker.user) {
+                return Err(StoreError::Transient("marker write throttled".into()));
+            }
+            let mut markers = self.markers.lock().expect("lock");
+            Ok(markers
+                .entry(marker.key())
+                .or_insert_with(|| by.to_string())
+                .clone())
+        }
+    }
+
+    #[async_trait::async_trait]
     impl CountReader for MemoryCounts {
         async fn read_partials(
             &self,

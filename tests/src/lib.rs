@@ -192,9 +192,14 @@ impl TestStack {
     /// are caught up, nothing in flight): the deterministic point to assert "nothing else
     /// happened". Fails the test if they are still busy after 30 s.
     pub async fn settle(&self) {
+        self.settle_within(Duration::from_secs(30)).await;
+    }
+
+    /// [`Self::settle`] with a longer patience, for tests that make the emulator work hard.
+    pub async fn settle_within(&self, patience: Duration) {
         assert!(
-            self.stack.until_idle(Duration::from_secs(30)).await,
-            "the stream mappings are still busy after 30 s"
+            self.stack.until_idle(patience).await,
+            "the stream mappings are still busy after {patience:?}"
         );
     }
 

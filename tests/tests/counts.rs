@@ -244,10 +244,11 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
         .await
         .unwrap();
     let handler = post_process::from_config(
-        &post_process::Config {
-            counts_table: names.counts_table.clone(),
-            minute_ttl_days: 8,
-        },
+        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([(
+            "COUNTS_TABLE",
+            names.counts_table.as_str(),
+        )]))
+        .unwrap(),
         &sdk,
     );
     let at = telemetry_shared::time::format(Utc::now() - chrono::Duration::hours(1));

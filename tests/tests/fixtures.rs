@@ -114,7 +114,10 @@ async fn check(name: &str, text: &str) {
             );
         }
         "dynamodb-window-batch.json" => {
-            let h = post_process::PostProcess::new(Arc::new(MemoryCounts::default()));
+            let h = post_process::PostProcess::new(
+                Arc::new(MemoryCounts::default()),
+                Arc::new(telemetry_shared::ports::memory::MemoryMarkers::default()),
+            );
             // As the Lambda binary reads it: the payload, record by record.
             let r = h
                 .handle_payload(serde_json::from_str(text).unwrap(), deadline())

@@ -109,10 +109,11 @@ async fn forward_and_post_process_also_stop_at_the_deadline() {
         &slow,
     );
     let counts = post_process::from_config(
-        &post_process::Config {
-            counts_table: names.counts_table.clone(),
-            minute_ttl_days: 8,
-        },
+        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([(
+            "COUNTS_TABLE",
+            names.counts_table.as_str(),
+        )]))
+        .unwrap(),
         &slow,
     );
     let batch = telemetry_shared::sample::kinesis_event(20, 512);

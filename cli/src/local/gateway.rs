@@ -67,10 +67,11 @@ pub enum Target {
 /// The routes of `template.yaml`'s HTTP API, as its functions' `HttpApi` events declare them
 /// (`tests/tests/template.rs` holds the two equal): method, path (`{id}` stands for one
 /// non-empty path segment), function.
-pub const ROUTES: [(&str, &str, Target); 6] = [
+pub const ROUTES: [(&str, &str, Target); 7] = [
     ("POST", "/v1/events", Target::Ingest),
     ("GET", "/v1/events", Target::Query),
     ("GET", "/v1/counts", Target::Query),
+    ("GET", "/v1/users", Target::Query),
     ("GET", "/v1/routes", Target::Query),
     ("PUT", "/v1/routes/{id}", Target::Query),
     ("DELETE", "/v1/routes/{id}", Target::Query),

@@ -11,9 +11,9 @@
 //! counting needs, or makes the counting code panic is skipped, logged by sequence number
 //! (never its payload) and counted in `RecordsSkipped`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::dynamodb::{EventRecord, TimeWindowEvent, TimeWindowEventResponse};
 use aws_lambda_events::streams::DynamoDbBatchItemFailure;
@@ -26,9 +26,10 @@ use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, CountedEvent};
 use telemetry_shared::event::StoredEvent;
 use telemetry_shared::metrics::{Metric, Metrics};
-use telemetry_shared::ports::CountStore;
+use telemetry_shared::ports::{CountStore, MarkerStore};
 use telemetry_shared::retry::Deadline;
 use telemetry_shared::sequence;
+use telemetry_shared::users::{self, Marker};
 
 /// Counter updates in flight at once.
 pub const CONCURRENT_UPDATES: usize = 16;
@@ -41,6 +42,13 @@ pub struct Config {
     /// Days minute partials live after their bucket (`MINUTE_COUNTS_TTL_DAYS`, default 8:
     /// longer than the stream's 24 h retention, so no replay can meet an expired counter).
     pub minute_ttl_days: u32,
+    /// The Kinesis retention (`STREAM_RETENTION_HOURS`, default 168): with the table stream's
+    /// 24 h and a day's margin, how long after its period a user marker may still be needed
+    /// (see `telemetry_shared::users::Marker::expires_at`).
+    pub stream_retention_hours: u32,
+    /// User markers remembered by a warm function (`USER_MARKER_CACHE`, default 100000): a
+    /// user's later events in a period cost no write.
+    pub marker_cache: usize,
 }
 
 impl Config {
@@ -56,6 +64,8 @@ impl Config {
         Ok(Self {
             counts_table: env.required("COUNTS_TABLE")?,
             minute_ttl_days,
+            stream_retention_hours: env.parsed_or("STREAM_RETENTION_HOURS", 168)?,
+            marker_cache: env.parsed_or("USER_MARKER_CACHE", 100_000)?,
         })
     }
 }
@@ -63,6 +73,12 @@ impl Config {
 /// The post-process handler.
 pub struct PostProcess {
     counts: Arc<dyn CountStore>,
+    markers: Arc<dyn MarkerStore>,
+    /// Marker key → its `by`, as far as this function has learnt them (cleared when full).
+    cache: Mutex<HashMap<String, String>>,
+    cache_capacity: usize,
+    /// How long after its period a marker must outlive (see [`Config::stream_retention_hours`]).
+    replay_horizon: chrono::Duration,
 }
 
 /// Why a stream record is not counted.
@@ -112,6 +128,7 @@ struct Read {
     seq: String,
     event: StoredEvent<'static, IgnoredAny>,
     at: chrono::DateTime<chrono::Utc>,
+    received: chrono::DateTime<chrono::Utc>,
 }
 
 /// Reads what counting needs from a stream record, taking its image (uncopied).
@@ -130,8 +147,14 @@ fn counted(record: &mut EventRecord) -> Result<Read, Skip> {
         .map_err(|_| Skip::Undecodable("a stored event"))?;
     // No `check`: store checked the record before writing it (and the times are parsed here).
     let time = |t: &str| telemetry_shared::time::parse(t).ok_or(Skip::Undecodable("timestamp"));
-    let at = count::counted_time(time(&event.timestamp)?, time(&event.received_at)?);
-    Ok(Read { seq, event, at })
+    let received = time(&event.received_at)?;
+    let at = count::counted_time(time(&event.timestamp)?, received);
+    Ok(Read {
+        seq,
+        event,
+        at,
+        received,
+    })
 }
 
 /// A batch turned into counter updates: the pure part of post-process.
@@ -140,6 +163,10 @@ pub struct Aggregated {
     pub counted: usize,
     /// One update per partial counter.
     pub updates: Vec<count::CounterUpdate>,
+    /// The batch's user markers, each with the lowest sequence number among its records.
+    pub markers: BTreeMap<Marker, String>,
+    /// Each counted record's receive time, by padded sequence number.
+    pub received: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
     /// Padded sequence number → the stream's own, to report failures.
     original: HashMap<String, String>,
     /// Records that are not INSERTs.
@@ -180,9 +207,22 @@ pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
             at: r.at,
         })
         .collect();
+    let seen: Vec<users::SeenEvent<'_>> = read
+        .iter()
+        .map(|r| users::SeenEvent {
+            seq: r.seq.clone(),
+            environment: &r.event.environment,
+            kind: &r.event.kind,
+            user: &r.event.user_id,
+            at: r.at,
+            received_at: r.received,
+        })
+        .collect();
     Aggregated {
         counted: events.len(),
         updates: count::aggregate(&events),
+        markers: users::batch_markers(&seen),
+        received: users::received_by_seq(&seen),
         original,
         not_inserts,
         undecodable,
@@ -190,9 +230,90 @@ pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
 }
 
 impl PostProcess {
-    /// A handler applying counts to `counts`.
-    pub fn new(counts: Arc<dyn CountStore>) -> Self {
-        Self { counts }
+    /// A handler applying counts to `counts` and keeping user markers in `markers`.
+    pub fn new(counts: Arc<dyn CountStore>, markers: Arc<dyn MarkerStore>) -> Self {
+        Self {
+            counts,
+            markers,
+            cache: Mutex::new(HashMap::new()),
+            cache_capacity: 100_000,
+            replay_horizon: chrono::Duration::hours(168 + 48),
+        }
+    }
+
+    /// The same handler remembering at most `capacity` markers, keeping period markers for
+    /// `stream_retention_hours` (+ 48 h) beyond their period's lateness window.
+    pub fn with_markers(mut self, capacity: usize, stream_retention_hours: u32) -> Self {
+        self.cache_capacity = capacity;
+        self.replay_horizon = chrono::Duration::hours(i64::from(stream_retention_hours) + 48);
+        self
+    }
+
+    /// Each marker's `by`: from the cache, else written (or found) in the store. Returns the
+    /// resolved markers and, when some could not be resolved, the lowest sequence number among
+    /// their records (the batch is cut there: see `users::user_updates`).
+    async fn resolve_markers(
+        &self,
+        shard: &str,
+        markers: &BTreeMap<Marker, String>,
+        deadline: Deadline,
+    ) -> (BTreeMap<Marker, String>, Option<String>, usize) {
+        let mut resolved = BTreeMap::new();
+        let mut pending = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (marker, seq) in markers {
+                match cache.get(&marker.key()) {
+                    Some(by) => {
+                        resolved.insert(marker.clone(), by.clone());
+                    }
+                    None => pending.push((marker, seq)),
+                }
+            }
+        }
+        let writes: Vec<_> = pending
+            .into_iter()
+            .map(|(marker, seq)| async move {
+                let by = users::by(shard, seq);
+                let expires_at = marker.expires_at(self.replay_horizon);
+                let result = tokio::time::timeout(
+                    deadline.remaining(),
+                    self.markers.first_seen(marker, &by, expires_at),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(telemetry_shared::ports::StoreError::Transient(
+                        "invocation deadline reached".into(),
+                    ))
+                });
+                (marker, seq, result)
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_UPDATES)
+            .collect()
+            .await;
+        let written = results.len();
+        let mut cut: Option<String> = None;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() + written > self.cache_capacity {
+            cache.clear();
+        }
+        for (marker, seq, result) in results {
+            match result {
+                Ok(by) => {
+                    cache.insert(marker.key(), by.clone());
+                    resolved.insert(marker.clone(), by);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "user marker not resolved");
+                    if cut.as_ref().is_none_or(|c| seq < c) {
+                        cut = Some(seq.clone());
+                    }
+                }
+            }
+        }
+        (resolved, cut, written)
     }
 
     /// Handles one tumbling-window invocation; counter updates not done by `deadline` are
@@ -251,7 +372,9 @@ impl PostProcess {
 
         let Aggregated {
             counted,
-            updates,
+            mut updates,
+            markers,
+            received,
             original,
             not_inserts,
             undecodable,
@@ -265,6 +388,14 @@ impl PostProcess {
         if !undecodable.is_empty() {
             metrics.add(Metric::RecordsSkipped, undecodable.len() as u64);
         }
+        // Unique users: resolve the markers, then count those this batch's records created.
+        let (resolved, cut, marker_writes) = self.resolve_markers(shard, &markers, deadline).await;
+        updates.extend(users::user_updates(
+            shard,
+            &received,
+            &resolved,
+            cut.as_deref(),
+        ));
         let applies: Vec<_> = updates
             .iter()
             .map(|u| async move {
@@ -304,6 +435,11 @@ impl PostProcess {
                 }
             }
         }
+        if let Some(cut) = cut.as_deref()
+            && first_failed.is_none_or(|f| cut < f)
+        {
+            first_failed = Some(cut);
+        }
         if let Some(seq) = first_failed.and_then(|padded| original.get(padded)) {
             // Lambda re-delivers from here; counters already updated skip what they have.
             response
@@ -319,6 +455,8 @@ impl PostProcess {
             records = records.len(),
             counted,
             counters = updates.len(),
+            markers = markers.len(),
+            marker_writes,
             final_invoke = event.time_window_properties.is_final_invoke_for_window,
             failed = response.batch_item_failures.len(),
             "batch counted"
@@ -336,16 +474,18 @@ fn failure(seq: Option<String>) -> DynamoDbBatchItemFailure {
 
 /// Builds the production handler.
 pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess {
-    PostProcess::new(Arc::new(CountTable::new(
+    let table = Arc::new(CountTable::new(
         aws_sdk_dynamodb::Client::new(sdk),
         config.counts_table.clone(),
         config.minute_ttl_days,
-    )))
+    ));
+    PostProcess::new(table.clone(), table)
+        .with_markers(config.marker_cache, config.stream_retention_hours)
 }
 
 #[cfg(test)]
 mod tests {
-    use telemetry_shared::ports::memory::MemoryCounts;
+    use telemetry_shared::ports::memory::{MemoryCounts, MemoryMarkers};
 
     use super::*;
 
@@ -362,6 +502,7 @@ mod tests {
     struct Fixture {
         handler: PostProcess,
         counts: Arc<MemoryCounts>,
+        markers: Arc<MemoryMarkers>,
     }
 
     impl std::ops::Deref for Fixture {
@@ -373,9 +514,11 @@ mod tests {
 
     fn handler() -> Fixture {
         let counts = Arc::new(MemoryCounts::default());
+        let markers = Arc::new(MemoryMarkers::default());
         Fixture {
-            handler: PostProcess::new(counts.clone()),
+            handler: PostProcess::new(counts.clone(), markers.clone()),
             counts,
+            markers,
         }
     }
 
@@ -399,6 +542,94 @@ mod tests {
             .collect();
         e.time_window_properties.shard_id = Some(shard.into());
         e
+    }
+
+    /// A window event of records on `shard`, sequence numbers from `first`, one per user.
+    fn users_batch(shard: &str, first: u64, users: &[&str]) -> TimeWindowEvent {
+        let mut e = batch(shard, first, users.len() as u64, "t");
+        for (r, user) in e.dynamo_db_event.records.iter_mut().zip(users) {
+            r.change.new_image.insert(
+                "userId".into(),
+                serde_dynamo::AttributeValue::S((*user).into()),
+            );
+        }
+        e
+    }
+
+    /// Active users (type `*` and `t`) and new users of the fixture's day, summed over shards.
+    fn users(h: &Fixture) -> [u64; 4] {
+        let day = "2026-11-26T00:00:00Z";
+        [
+            total(h, "prod#*#users-day", day),
+            total(h, "prod#t#users-day", day),
+            total(h, "prod#*#users-week", "2026-11-23T00:00:00Z"),
+            total(h, "prod#*#new-day", day),
+        ]
+    }
+
+    /// A second function instance over the same tables: a cold cache, as after a restart.
+    fn cold(h: &Fixture) -> Fixture {
+        Fixture {
+            handler: PostProcess::new(h.counts.clone(), h.markers.clone()),
+            counts: h.counts.clone(),
+            markers: h.markers.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn unique_users_are_exact_under_replays_bisects_and_two_shards() {
+        let h = handler();
+        let a = users_batch("shard-a", 100, &["u1", "u2", "u3", "u1"]);
+        let b = users_batch("shard-b", 100, &["u1", "u4"]);
+        h.handle(a.clone(), ample()).await;
+        h.handle(b.clone(), ample()).await;
+        assert_eq!(users(&h), [4, 4, 4, 4], "u1 on both shards is one user");
+        // Replayed whole, by a warm and by a cold instance; bisected; the other shard again.
+        h.handle(a.clone(), ample()).await;
+        let c = cold(&h);
+        c.handle(a.clone(), ample()).await;
+        let (mut first, mut second) = (a.clone(), a.clone());
+        first.dynamo_db_event.records.truncate(2);
+        second.dynamo_db_event.records.drain(..2);
+        c.handle(first, ample()).await;
+        c.handle(second, ample()).await;
+        cold(&h).handle(b, ample()).await;
+        assert_eq!(users(&h), [4, 4, 4, 4]);
+        // The warm function wrote each marker once: a cache hit costs no write.
+        let calls = *h.markers.calls.lock().unwrap();
+        let c2 = cold(&h);
+        c2.handle(users_batch("shard-a", 104, &["u1", "u2"]), ample())
+            .await;
+        c2.handle(users_batch("shard-a", 106, &["u1", "u2"]), ample())
+            .await;
+        assert_eq!(
+            *h.markers.calls.lock().unwrap() - calls,
+            16,
+            "8 markers × 2 users, once"
+        );
+        assert_eq!(users(&h), [4, 4, 4, 4]);
+    }
+
+    #[tokio::test]
+    async fn an_unresolved_marker_cuts_the_batch_at_its_first_record() {
+        let h = handler();
+        h.markers.fail_users.lock().unwrap().push("u2".into());
+        let a = users_batch("shard-a", 200, &["u1", "u2", "u3", "u2"]);
+        let r = h.handle(a.clone(), ample()).await;
+        let reported: Vec<_> = r
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone().unwrap())
+            .collect();
+        assert_eq!(reported, ["201"], "u2's first record");
+        // Only what lies before the cut counted; the rest comes again.
+        assert_eq!(users(&h), [1, 1, 1, 1]);
+        h.markers.fail_users.lock().unwrap().clear();
+        let mut again = a.clone();
+        again.dynamo_db_event.records.drain(..1);
+        let r = cold(&h).handle(again, ample()).await;
+        assert!(r.batch_item_failures.is_empty());
+        assert_eq!(users(&h), [3, 3, 3, 3]);
     }
 
     #[tokio::test]

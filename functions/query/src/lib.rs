@@ -3,6 +3,8 @@
 //! * `GET /v1/events` (scope `events:read`): the caller's own events, newest first, paginated
 //!   with an opaque cursor; `admin` may name another `userId`.
 //! * `GET /v1/counts` (scope `counts:read`): counts per bucket, summing the partial counters.
+//! * `GET /v1/users` (scope `counts:read`): exact active users per day, ISO week or month, and
+//!   new users per day, summing their partial counters (see `telemetry_shared::users`).
 //! * `GET /v1/routes`, `PUT /v1/routes/{id}`, `DELETE /v1/routes/{id}` (scope `admin`).
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use telemetry_shared::event::{
 use telemetry_shared::http::{self as api, ApiError};
 use telemetry_shared::ports::{CountReader, EventQuery, EventReader, ReadError, RouteStore};
 use telemetry_shared::route::{Route, RouteInput};
+use telemetry_shared::users::{self, Period};
 
 /// Page size when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -100,6 +103,17 @@ struct CountsAnswer<'a> {
 }
 
 #[derive(Serialize)]
+struct UsersAnswer<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    environment: &'a str,
+    granularity: Period,
+    from: String,
+    to: String,
+    buckets: Vec<users::UsersBucket>,
+}
+
+#[derive(Serialize)]
 struct RoutesAnswer<'a> {
     routes: &'a [Route],
     /// The id after which the next page starts; `null` on the last page.
@@ -168,7 +182,11 @@ impl Query {
         let path = api::path(req).trim_end_matches('/');
         let method = api::method(req).clone();
         let route_id = path.strip_prefix("/v1/routes/");
-        if !matches!(path, "/v1/events" | "/v1/counts" | "/v1/routes") && route_id.is_none() {
+        if !matches!(
+            path,
+            "/v1/events" | "/v1/counts" | "/v1/users" | "/v1/routes"
+        ) && route_id.is_none()
+        {
             return Err(ApiError::not_found());
         }
         let principal = self
@@ -178,6 +196,7 @@ impl Query {
         match (method, path, route_id) {
             (Method::GET, "/v1/events", _) => self.list_events(req, &principal).await,
             (Method::GET, "/v1/counts", _) => self.counts(req, &principal).await,
+            (Method::GET, "/v1/users", _) => self.users(req, &principal).await,
             (Method::GET, "/v1/routes", _) => {
                 principal.require(Scope::Admin)?;
                 let routes = self
@@ -268,6 +287,43 @@ impl Query {
                 from: from_bucket,
                 to: to_bucket,
                 buckets: count::sum_partials(partials),
+            },
+        ))
+    }
+
+    async fn users(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        principal: &Principal,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        principal.require(Scope::CountsRead)?;
+        let q = users_query(req, chrono::Utc::now())?;
+        let kind = q.kind.as_deref().unwrap_or(count::ALL_TYPES);
+        let from_bucket = count::format_bucket(q.period.start(q.from));
+        let to_bucket = count::format_bucket(q.period.start(q.to));
+        let read = |pk: String| {
+            let (from, to) = (from_bucket.clone(), to_bucket.clone());
+            async move {
+                self.counts
+                    .read_partials(&pk, &from, &to)
+                    .await
+                    .map_err(|e| ApiError::dependency("the counts table", e))
+            }
+        };
+        let active = read(q.period.counter_key(&q.environment, kind)).await?;
+        let new = match q.period {
+            Period::Day => Some(read(users::new_users_key(&q.environment, kind)).await?),
+            _ => None,
+        };
+        Ok(api::json_response(
+            200,
+            &UsersAnswer {
+                kind: q.kind.as_deref(),
+                environment: &q.environment,
+                granularity: q.period,
+                from: from_bucket,
+                to: to_bucket,
+                buckets: users::sum_users(active, new),
             },
         ))
     }
@@ -402,16 +458,7 @@ pub fn counts_query(
         })?,
     };
     let kind = type_param(req)?;
-    let environment = match api::query(req, "environment") {
-        None => DEFAULT_ENVIRONMENT.to_string(),
-        Some(e) if is_valid_environment(e) => e.to_string(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_environment",
-                "`environment` must be 1..=32 characters of [a-z0-9_-]",
-            ));
-        }
-    };
+    let environment = environment_param(req)?;
     let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
     let default_span = match granularity {
         Granularity::Minute => chrono::Duration::minutes(59),
@@ -439,6 +486,86 @@ pub fn counts_query(
         kind,
         environment,
         granularity,
+        from,
+        to,
+    })
+}
+
+/// The `environment` parameter, checked (default: the default environment).
+fn environment_param(req: &ApiGatewayV2httpRequest) -> Result<String, ApiError> {
+    match api::query(req, "environment") {
+        None => Ok(DEFAULT_ENVIRONMENT.to_string()),
+        Some(e) if is_valid_environment(e) => Ok(e.to_string()),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_environment",
+            "`environment` must be 1..=32 characters of [a-z0-9_-]",
+        )),
+    }
+}
+
+/// Checked parameters of `GET /v1/users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersQuery {
+    /// One type, or all (`None`).
+    pub kind: Option<String>,
+    /// Environment.
+    pub environment: String,
+    /// Day, week or month.
+    pub period: Period,
+    /// Range start.
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// Range end.
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Reads and checks the parameters of `GET /v1/users`, as `/v1/counts`'s: without `to`, the
+/// range ends now; without `from`, it holds 30 days, 12 weeks or 12 months.
+pub fn users_query(
+    req: &ApiGatewayV2httpRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<UsersQuery, ApiError> {
+    let period = match api::query(req, "granularity") {
+        None => Period::Day,
+        Some(g) => Period::parse(g).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_granularity",
+                "`granularity` must be day, week or month",
+            )
+        })?,
+    };
+    let kind = type_param(req)?;
+    let environment = environment_param(req)?;
+    let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
+    let default_span = match period {
+        Period::Day => chrono::Duration::days(29),
+        Period::Week => chrono::Duration::weeks(11),
+        Period::Month => chrono::Duration::days(334),
+    };
+    let from = time_param(req, "from", "invalid_from")?.unwrap_or(to - default_span);
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`from` is after `to`",
+        ));
+    }
+    let (mut start, mut span) = (period.start(from), 0i64);
+    while start <= to && span <= MAX_BUCKETS {
+        start = period.next(start);
+        span += 1;
+    }
+    if span > MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "range_too_large",
+            format!(
+                "the range spans more than {MAX_BUCKETS} {} buckets",
+                period.as_str()
+            ),
+        ));
+    }
+    Ok(UsersQuery {
+        kind,
+        environment,
+        period,
         from,
         to,
     })

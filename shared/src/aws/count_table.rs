@@ -6,15 +6,22 @@
 //! `attribute_not_exists(seq) OR seq < :first` adds the whole batch; when it fails (a replay or
 //! an overlap), the item is re-read and only the records beyond its `seq` are added, conditioned
 //! on that `seq` being unchanged.
+//!
+//! The same table keeps the first-seen markers of unique users ([`crate::users`]): `pk` the
+//! marker's key (`seen#...`), `sk = seen`, `by`, and `expiresAt` for period markers. Their
+//! counters are partial counters like the others (`<env>#<type or *>#users-<period>` and
+//! `#new-day`), which never expire.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use crate::count::{CounterUpdate, Granularity, count_after};
-use crate::ports::{CountReader, CountStore, StoreError};
+use crate::count::{CounterUpdate, count_after};
+use crate::ports::{CountReader, CountStore, MarkerStore, StoreError};
+use crate::users::Marker;
 
 /// Attempts of the re-read-and-apply step before giving up (only concurrent writers to one
 /// partial counter can make it fail twice, and each shard has one writer).
@@ -68,7 +75,7 @@ impl CountTable {
             .expression_attribute_names("#seq", "seq")
             .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
             .expression_attribute_values(":last", AttributeValue::S(last.to_string()));
-        if update.id.granularity == Granularity::Minute
+        if update.id.expires
             && let Some(start) = crate::time::parse(&update.id.bucket)
         {
             expression.push_str(", expiresAt = :ttl");
@@ -176,6 +183,73 @@ impl CountStore for CountTable {
             "counter {} {} kept changing under us",
             update.id.pk, update.id.bucket
         )))
+    }
+}
+
+/// The sort key of every first-seen marker (its partition key is the marker's own).
+pub const MARKER_SORT_KEY: &str = "seen";
+
+#[async_trait::async_trait]
+impl MarkerStore for CountTable {
+    /// One `PutItem` under `attribute_not_exists(pk)`; when the marker exists,
+    /// `ReturnValuesOnConditionCheckFailure = ALL_OLD` returns its `by` with the refusal (a
+    /// failed conditional write bills one write unit, like a successful one). Should an
+    /// implementation not return the item, it is read strongly consistent.
+    async fn first_seen(
+        &self,
+        marker: &Marker,
+        by: &str,
+        expires_at: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let key = marker.key();
+        let mut item = HashMap::from([
+            ("pk".to_string(), AttributeValue::S(key.clone())),
+            ("sk".to_string(), AttributeValue::S(MARKER_SORT_KEY.into())),
+            ("by".to_string(), AttributeValue::S(by.to_string())),
+        ]);
+        if let Some(at) = expires_at {
+            item.insert("expiresAt".into(), AttributeValue::N(at.to_string()));
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let held =
+            |item: Option<&HashMap<String, AttributeValue>>| match item.and_then(|i| i.get("by")) {
+                Some(AttributeValue::S(by)) => Some(by.clone()),
+                _ => None,
+            };
+        match result {
+            Ok(_) => Ok(by.to_string()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(refusal)) => {
+                    if let Some(by) = held(refusal.item()) {
+                        return Ok(by);
+                    }
+                    let out = self
+                        .client
+                        .get_item()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(key))
+                        .key("sk", AttributeValue::S(MARKER_SORT_KEY.into()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| super::store_error(&e))?;
+                    held(out.item()).ok_or_else(|| {
+                        StoreError::Transient(
+                            "a marker refused its write but cannot be read".into(),
+                        )
+                    })
+                }
+                _ => Err(super::store_error(&e)),
+            },
+        }
     }
 }
 

@@ -1,0 +1,432 @@
+//! Unique users, exactly: active users per (environment, type or `*`, UTC day | ISO week |
+//! calendar month) by the event's counted time, and new users per (environment, type or `*`,
+//! UTC receive day).
+//!
+//! Each (environment, type or `*`, period, bucket, user) has one *first-seen marker*, written
+//! once with a conditional put (`attribute_not_exists`) that records `by = <shard>#<sequence>`,
+//! the stream record that created it; a marker that exists already answers with its `by`.
+//! A record of the batch being handled adds 1 for a marker exactly when the marker's `by` names
+//! that record (same shard, same sequence), whether the answer came from the write, from the
+//! existing item or from the warm function's cache — so however often a record is re-delivered,
+//! and whichever shard sees a user first, each marker is counted by one record only. That 1 goes
+//! to the partial counter of (environment, type or `*`, `users-<period>` or `new-day`, bucket,
+//! shard) at the record's sequence number, under the counters' existing watermark
+//! ([`crate::count::count_after`]): a re-delivered record adds nothing twice.
+//!
+//! New users: the "ever" marker (no period) of (environment, type or `*`, user) counts on the
+//! receive day of the record that created it — the first of the user's events post-process
+//! applies, which is stable under replays but can be later than the user's true first receipt
+//! when ingest shards or store lags.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::count::{ALL_TYPES, CounterId, CounterUpdate, format_bucket};
+
+/// The periods active users are counted over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// UTC day.
+    Day,
+    /// ISO week (Monday 00:00 UTC to the next Monday).
+    Week,
+    /// Calendar month (UTC).
+    Month,
+}
+
+impl Period {
+    /// Every period.
+    pub const ALL: [Period; 3] = [Self::Day, Self::Week, Self::Month];
+
+    /// The name used in keys and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+
+    /// Parses `day`, `week` or `month`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Start of the period holding `t`.
+    pub fn start(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let day = t.date_naive();
+        let first = match self {
+            Self::Day => day,
+            Self::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+            Self::Month => day.with_day(1).unwrap_or(day),
+        };
+        midnight(first)
+    }
+
+    /// The start of the period after the one starting at `start`.
+    pub fn next(self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Day => start + Duration::days(1),
+            Self::Week => start + Duration::days(7),
+            Self::Month => {
+                let d = start.date_naive();
+                let (y, m) = if d.month() == 12 {
+                    (d.year() + 1, 1)
+                } else {
+                    (d.year(), d.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1).map_or(start + Duration::days(31), midnight)
+            }
+        }
+    }
+
+    /// The partition key of the period's partial counters.
+    pub fn counter_key(self, environment: &str, kind: &str) -> String {
+        format!("{environment}#{kind}#users-{}", self.as_str())
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+/// The partition key of the new-users partial counters (per receive day).
+pub fn new_users_key(environment: &str, kind: &str) -> String {
+    format!("{environment}#{kind}#new-day")
+}
+
+/// What a marker stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Marker {
+    /// Environment.
+    pub environment: String,
+    /// Event type, or [`ALL_TYPES`].
+    pub kind: String,
+    /// The period and its bucket start; `None`: the "ever" marker of new users.
+    pub period: Option<(Period, String)>,
+    /// The user.
+    pub user: String,
+}
+
+impl Marker {
+    /// The marker's partition key in the counts table: one item per marker, so no key is hot.
+    /// The user comes last: it is the only part that may hold `#`.
+    pub fn key(&self) -> String {
+        match &self.period {
+            Some((p, bucket)) => format!(
+                "seen#{}#{}#{}#{bucket}#{}",
+                self.environment,
+                self.kind,
+                p.as_str(),
+                self.user
+            ),
+            None => format!("seen#{}#{}#ever#{}", self.environment, self.kind, self.user),
+        }
+    }
+
+    /// When the marker may expire (Unix seconds): once no record that could recreate it can
+    /// arrive any more — the period's end, plus the 30 days a client timestamp may lag
+    /// ([`crate::count::MAX_PAST`]), plus `replay_horizon` (how long a record can still be
+    /// re-delivered or replayed: the Kinesis retention, the table stream's 24 h and a day's
+    /// margin). `None` for "ever" markers, which never expire.
+    pub fn expires_at(&self, replay_horizon: Duration) -> Option<i64> {
+        let (period, bucket) = self.period.as_ref()?;
+        let start = crate::time::parse(bucket)?;
+        Some((period.next(start) + crate::count::MAX_PAST + replay_horizon).timestamp())
+    }
+}
+
+/// A stream record as unique users need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEvent<'a> {
+    /// Stream sequence number, zero-padded ([`crate::sequence::padded`]).
+    pub seq: String,
+    /// Environment.
+    pub environment: &'a str,
+    /// Event type.
+    pub kind: &'a str,
+    /// The user.
+    pub user: &'a str,
+    /// The time it is counted under ([`crate::count::counted_time`]).
+    pub at: DateTime<Utc>,
+    /// When ingest received it (new users count on its day).
+    pub received_at: DateTime<Utc>,
+}
+
+/// The markers of one event: per type and `*`, one per period and the "ever" one.
+pub fn markers_of(e: &SeenEvent<'_>) -> Vec<Marker> {
+    let mut out = Vec::with_capacity(8);
+    for kind in [e.kind, ALL_TYPES] {
+        for p in Period::ALL {
+            out.push(Marker {
+                environment: e.environment.to_string(),
+                kind: kind.to_string(),
+                period: Some((p, format_bucket(p.start(e.at)))),
+                user: e.user.to_string(),
+            });
+        }
+        out.push(Marker {
+            environment: e.environment.to_string(),
+            kind: kind.to_string(),
+            period: None,
+            user: e.user.to_string(),
+        });
+    }
+    out
+}
+
+/// A batch's markers, each once, with the lowest sequence number among its records (the
+/// record a new marker is written `by`).
+pub fn batch_markers(events: &[SeenEvent<'_>]) -> BTreeMap<Marker, String> {
+    let mut markers: BTreeMap<Marker, String> = BTreeMap::new();
+    for e in events {
+        for m in markers_of(e) {
+            markers
+                .entry(m)
+                .and_modify(|seq| {
+                    if e.seq < *seq {
+                        seq.clone_from(&e.seq);
+                    }
+                })
+                .or_insert_with(|| e.seq.clone());
+        }
+    }
+    markers
+}
+
+/// The `by` of a marker created by record `seq` of `shard`.
+pub fn by(shard: &str, seq: &str) -> String {
+    format!("{shard}#{seq}")
+}
+
+/// The receive time of each record of a batch, by padded sequence number.
+pub fn received_by_seq(events: &[SeenEvent<'_>]) -> BTreeMap<String, DateTime<Utc>> {
+    events
+        .iter()
+        .map(|e| (e.seq.clone(), e.received_at))
+        .collect()
+}
+
+/// The counter updates of a batch of `shard` (its records' receive times by sequence number,
+/// [`received_by_seq`]): every resolved marker (marker → `by`) whose `by` names a record of
+/// this batch adds that record's sequence number to its partial counter. Only records below
+/// `cut` count (the first record with an unresolved marker, when there is one: the batch
+/// reports it, and everything from it is re-delivered and counted then).
+pub fn user_updates(
+    shard: &str,
+    received: &BTreeMap<String, DateTime<Utc>>,
+    resolved: &BTreeMap<Marker, String>,
+    cut: Option<&str>,
+) -> Vec<CounterUpdate> {
+    let prefix = format!("{shard}#");
+    let mut counters: BTreeMap<CounterId, Vec<String>> = BTreeMap::new();
+    for (marker, by) in resolved {
+        let Some(seq) = by.strip_prefix(&prefix) else {
+            continue; // created by another shard: counted there
+        };
+        let Some(received_at) = received.get(seq) else {
+            continue; // created by an earlier batch: counted then
+        };
+        if cut.is_some_and(|cut| seq >= cut) {
+            continue;
+        }
+        let id = match &marker.period {
+            Some((p, bucket)) => CounterId {
+                pk: p.counter_key(&marker.environment, &marker.kind),
+                bucket: bucket.clone(),
+                expires: false,
+            },
+            None => CounterId {
+                pk: new_users_key(&marker.environment, &marker.kind),
+                bucket: format_bucket(Period::Day.start(*received_at)),
+                expires: false,
+            },
+        };
+        counters.entry(id).or_default().push(seq.to_string());
+    }
+    counters
+        .into_iter()
+        .map(|(id, mut seqs)| {
+            seqs.sort();
+            seqs.dedup();
+            CounterUpdate { id, seqs }
+        })
+        .collect()
+}
+
+/// One bucket of a users answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsersBucket {
+    /// Bucket start, RFC 3339.
+    pub start: String,
+    /// Distinct users active in it.
+    pub active: u64,
+    /// Users first seen on that day (day buckets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<u64>,
+}
+
+/// Sums the partials of active (and, for days, new) users per bucket, ordered by start.
+pub fn sum_users(
+    active: impl IntoIterator<Item = (String, u64)>,
+    new: Option<Vec<(String, u64)>>,
+) -> Vec<UsersBucket> {
+    let mut buckets: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (bucket, n) in active {
+        buckets.entry(bucket).or_default().0 += n;
+    }
+    let with_new = new.is_some();
+    for (bucket, n) in new.into_iter().flatten() {
+        buckets.entry(bucket).or_default().1 += n;
+    }
+    buckets
+        .into_iter()
+        .filter(|(_, (a, n))| *a > 0 || *n > 0)
+        .map(|(start, (active, new))| UsersBucket {
+            start,
+            active,
+            new: with_new.then_some(new),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequence::padded;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        crate::time::parse(s).unwrap()
+    }
+
+    #[test]
+    fn periods_are_utc_days_iso_weeks_and_calendar_months() {
+        // 2026-12-03 is a Thursday.
+        let at = t("2026-12-03T23:30:00-02:00"); // 2026-12-04T01:30Z, a Friday
+        assert_eq!(format_bucket(Period::Day.start(at)), "2026-12-04T00:00:00Z");
+        assert_eq!(
+            format_bucket(Period::Week.start(at)),
+            "2026-11-30T00:00:00Z"
+        );
+        assert_eq!(
+            format_bucket(Period::Month.start(at)),
+            "2026-12-01T00:00:00Z"
+        );
+        let dec = t("2026-12-01T00:00:00Z");
+        assert_eq!(
+            format_bucket(Period::Month.next(dec)),
+            "2027-01-01T00:00:00Z"
+        );
+        // ISO week 1 of 2027 starts on Monday 2027-01-04; 2027-01-01 is in 2026's week 53.
+        assert_eq!(
+            format_bucket(Period::Week.start(t("2027-01-01T12:00:00Z"))),
+            "2026-12-28T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn markers_expire_after_every_record_that_could_recreate_them() {
+        let m = Marker {
+            environment: "prod".into(),
+            kind: "*".into(),
+            period: Some((Period::Month, "2026-11-01T00:00:00Z".into())),
+            user: "u#1".into(),
+        };
+        let horizon = Duration::hours(168 + 24 + 24);
+        let expected = t("2026-12-01T00:00:00Z") + Duration::days(30) + horizon;
+        assert_eq!(m.expires_at(horizon), Some(expected.timestamp()));
+        let ever = Marker { period: None, ..m };
+        assert_eq!(ever.expires_at(horizon), None);
+        assert_eq!(ever.key(), "seen#prod#*#ever#u#1");
+    }
+
+    fn ev<'a>(seq: u64, user: &'a str, kind: &'a str, at: &str) -> SeenEvent<'a> {
+        SeenEvent {
+            seq: padded(&seq.to_string()).unwrap(),
+            environment: "prod",
+            kind,
+            user,
+            at: t(at),
+            received_at: t(at),
+        }
+    }
+
+    #[test]
+    fn a_marker_counts_once_for_the_record_it_names() {
+        let events = [
+            ev(5, "a", "x", "2026-12-03T10:00:00Z"),
+            ev(7, "a", "y", "2026-12-03T11:00:00Z"),
+            ev(9, "b", "x", "2026-12-03T12:00:00Z"),
+        ];
+        let markers = batch_markers(&events);
+        // a: x and y each 3 periods + ever = 8, `*` shared: 4; b: x 4 + `*` 4 (its own user).
+        assert_eq!(markers.len(), 8 + 4 + 8);
+        // The lowest record represents a shared marker.
+        let all_day_a = Marker {
+            environment: "prod".into(),
+            kind: "*".into(),
+            period: Some((Period::Day, "2026-12-03T00:00:00Z".into())),
+            user: "a".into(),
+        };
+        assert_eq!(markers[&all_day_a], padded("5").unwrap());
+
+        // Every marker created by this batch on shard s1.
+        let created: BTreeMap<Marker, String> = markers
+            .iter()
+            .map(|(m, seq)| (m.clone(), by("s1", seq)))
+            .collect();
+        let updates = user_updates("s1", &received_by_seq(&events), &created, None);
+        let count = |pk: &str, bucket: &str| {
+            updates
+                .iter()
+                .find(|u| u.id.pk == pk && u.id.bucket == bucket)
+                .map_or(0, |u| u.seqs.len())
+        };
+        assert_eq!(count("prod#*#users-day", "2026-12-03T00:00:00Z"), 2);
+        assert_eq!(count("prod#x#users-week", "2026-11-30T00:00:00Z"), 2);
+        assert_eq!(count("prod#y#users-month", "2026-12-01T00:00:00Z"), 1);
+        assert_eq!(count("prod#*#new-day", "2026-12-03T00:00:00Z"), 2);
+
+        // The same batch seen by another shard, or after an earlier batch made the markers,
+        // counts nothing.
+        assert!(user_updates("s2", &received_by_seq(&events), &created, None).is_empty());
+        let earlier: BTreeMap<Marker, String> = markers
+            .keys()
+            .map(|m| (m.clone(), by("s1", &padded("1").unwrap())))
+            .collect();
+        assert!(user_updates("s1", &received_by_seq(&events), &earlier, None).is_empty());
+        // A cut leaves out what is re-delivered.
+        let cut = padded("7").unwrap();
+        let before_cut = user_updates("s1", &received_by_seq(&events), &created, Some(&cut));
+        assert!(
+            before_cut
+                .iter()
+                .all(|u| u.seqs == vec![padded("5").unwrap()])
+        );
+    }
+
+    #[test]
+    fn partials_sum_per_bucket_with_new_users_on_days() {
+        let b = |s: &str| s.to_string();
+        let days = sum_users(
+            [
+                (b("2026-12-03T00:00:00Z"), 2),
+                (b("2026-12-03T00:00:00Z"), 3),
+            ],
+            Some(vec![(b("2026-12-03T00:00:00Z"), 1)]),
+        );
+        assert_eq!(
+            days,
+            vec![UsersBucket {
+                start: b("2026-12-03T00:00:00Z"),
+                active: 5,
+                new: Some(1)
+            }]
+        );
+        let weeks = sum_users([(b("2026-11-30T00:00:00Z"), 4)], None);
+        assert_eq!(weeks[0].new, None);
+    }
+}
