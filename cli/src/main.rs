@@ -66,6 +66,30 @@ enum Command {
         #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Exact active users per day, week or month (and new users per day) as a table.
+    Users {
+        /// Event type (default: all types together).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// day, week or month.
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        /// Environment.
+        #[arg(long, default_value = "prod")]
+        environment: String,
+        /// Start (RFC 3339; default: 30 days, 12 weeks or 12 months before `to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Base URL of the API (default: the local stack's).
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token with `counts:read` (default: a dev token).
+        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Generate load against an API and print events/s and latency percentiles.
     Load {
         /// Events in all.
@@ -184,6 +208,15 @@ async fn run(command: Command) -> Result<()> {
             url,
             token,
         } => counts(kind, granularity, environment, from, to, url, token).await,
+        Command::Users {
+            kind,
+            granularity,
+            environment,
+            from,
+            to,
+            url,
+            token,
+        } => users(kind, granularity, environment, from, to, url, token).await,
         Command::Load {
             events,
             batch,
@@ -226,6 +259,48 @@ async fn run(command: Command) -> Result<()> {
 }
 
 /// `telemetry counts`: `GET /v1/counts` as a table.
+/// `GET <path>` with a range query (`/v1/counts`, `/v1/users`), the answer's body; a refusal
+/// is an error with its status and body.
+#[allow(clippy::too_many_arguments)]
+async fn range_answer(
+    path: &str,
+    kind: Option<String>,
+    granularity: String,
+    environment: String,
+    from: Option<String>,
+    to: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+) -> Result<serde_json::Value> {
+    let (url, token) = target(url, token, "counts-reader", "counts:read")?;
+    let mut query = vec![("granularity", granularity), ("environment", environment)];
+    query.extend(kind.map(|k| ("type", k)));
+    query.extend(from.map(|f| ("from", f)));
+    query.extend(to.map(|t| ("to", t)));
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", url.trim_end_matches('/')))
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("GET {path}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{status}: {body}");
+    }
+    println!(
+        "{} {} {}, environment {}, {} .. {}",
+        body["type"].as_str().unwrap_or("all types"),
+        body["granularity"].as_str().unwrap_or(""),
+        path.trim_start_matches("/v1/"),
+        body["environment"].as_str().unwrap_or(""),
+        body["from"].as_str().unwrap_or(""),
+        body["to"].as_str().unwrap_or("")
+    );
+    Ok(body)
+}
+
 async fn counts(
     kind: Option<String>,
     granularity: String,
@@ -235,31 +310,17 @@ async fn counts(
     url: Option<String>,
     token: Option<String>,
 ) -> Result<()> {
-    let (url, token) = target(url, token, "counts-reader", "counts:read")?;
-    let mut query = vec![("granularity", granularity), ("environment", environment)];
-    query.extend(kind.map(|k| ("type", k)));
-    query.extend(from.map(|f| ("from", f)));
-    query.extend(to.map(|t| ("to", t)));
-    let response = reqwest::Client::new()
-        .get(format!("{}/v1/counts", url.trim_end_matches('/')))
-        .query(&query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("GET /v1/counts")?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("{status}: {body}");
-    }
-    println!(
-        "{} {} counts, environment {}, {} .. {}",
-        body["type"].as_str().unwrap_or("all types"),
-        body["granularity"].as_str().unwrap_or(""),
-        body["environment"].as_str().unwrap_or(""),
-        body["from"].as_str().unwrap_or(""),
-        body["to"].as_str().unwrap_or("")
-    );
+    let body = range_answer(
+        "/v1/counts",
+        kind,
+        granularity,
+        environment,
+        from,
+        to,
+        url,
+        token,
+    )
+    .await?;
     let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
     if buckets.is_empty() {
         println!("  (no events in this range)");
@@ -269,6 +330,44 @@ async fn counts(
             "  {}  {:>10}",
             b["start"].as_str().unwrap_or(""),
             b["count"]
+        );
+    }
+    Ok(())
+}
+
+/// `telemetry users`: active (and, per day, new) users as a table.
+async fn users(
+    kind: Option<String>,
+    granularity: String,
+    environment: String,
+    from: Option<String>,
+    to: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+) -> Result<()> {
+    let body = range_answer(
+        "/v1/users",
+        kind,
+        granularity,
+        environment,
+        from,
+        to,
+        url,
+        token,
+    )
+    .await?;
+    let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
+    if buckets.is_empty() {
+        println!("  (no users in this range)");
+    } else {
+        println!("  {:<20}  {:>10}  {:>10}", "start", "active", "new");
+    }
+    for b in buckets {
+        println!(
+            "  {:<20}  {:>10}  {:>10}",
+            b["start"].as_str().unwrap_or(""),
+            b["active"],
+            b["new"].as_u64().map_or(String::new(), |n| n.to_string())
         );
     }
     Ok(())

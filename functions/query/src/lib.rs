@@ -643,6 +643,30 @@ mod tests {
     }
 
     #[test]
+    fn users_parameters_are_checked_like_counts() {
+        let now = telemetry_shared::time::parse("2026-12-03T12:00:00Z").unwrap();
+        let q = users_query(&with_query(""), now).unwrap();
+        assert_eq!((q.period, q.environment.as_str()), (Period::Day, "prod"));
+        assert_eq!(q.to - q.from, chrono::Duration::days(29));
+        let q = users_query(&with_query("granularity=week&type=shop.buy"), now).unwrap();
+        assert_eq!(
+            (q.period, q.kind.as_deref()),
+            (Period::Week, Some("shop.buy"))
+        );
+        let code = |query: &str| users_query(&with_query(query), now).unwrap_err().code;
+        assert_eq!(code("granularity=hour"), "invalid_granularity");
+        assert_eq!(code("environment=PROD"), "invalid_environment");
+        assert_eq!(
+            code("from=2026-12-04T00:00:00Z&to=2026-12-03T00:00:00Z"),
+            "invalid_range"
+        );
+        assert_eq!(
+            code("granularity=day&from=2020-01-01T00:00:00Z"),
+            "range_too_large"
+        );
+    }
+
+    #[test]
     fn fixture_asks_for_ten_of_the_callers_events() {
         let p = Principal::new("fixture-user", &[Scope::EventsRead]);
         let q = events_query(&fixture(), &p).unwrap();
