@@ -288,7 +288,9 @@ async fn soak_under_faults_keeps_every_promise() {
         let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
         for item in ddb_items(stack.names.counts_table.clone()).await {
             let pk = item["pk"].as_s().unwrap().clone();
-            if pk.starts_with("rate#") {
+            // Event counters only: not the rate limiter's windows, nor unique users' markers
+            // and counters (`seen#...`, `...#users-<period>`, `...#new-day`).
+            if !["#minute", "#hour", "#day"].iter().any(|g| pk.ends_with(g)) {
                 continue;
             }
             let bucket = item["sk"]
