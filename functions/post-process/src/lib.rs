@@ -610,6 +610,25 @@ mod tests {
         assert_eq!(users(&h), [4, 4, 4, 4]);
     }
 
+    /// Documents, not endorses: Lambda delivers a shard's batches in order, and the watermark
+    /// relies on it. Were a later batch applied first, a user it already holds is still counted
+    /// once (by the marker's creator), but a user first seen in the earlier batch is lost: its
+    /// sequence number lies below the partial counter's watermark.
+    #[tokio::test]
+    async fn a_later_batch_applied_first_loses_the_earlier_batchs_new_users() {
+        let h = handler();
+        h.handle(users_batch("shard-a", 300, &["u1"]), ample())
+            .await;
+        h.handle(users_batch("shard-a", 200, &["u1", "u5"]), ample())
+            .await;
+        assert_eq!(users(&h), [1, 1, 1, 1], "u5 is not counted");
+        assert_eq!(
+            h.markers.markers.lock().unwrap().len(),
+            16,
+            "yet its markers exist"
+        );
+    }
+
     #[tokio::test]
     async fn an_unresolved_marker_cuts_the_batch_at_its_first_record() {
         let h = handler();
