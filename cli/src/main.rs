@@ -43,53 +43,9 @@ enum Command {
         ttl: u64,
     },
     /// Print counts from `GET /v1/counts`.
-    Counts {
-        /// Event type (default: all types together).
-        #[arg(long = "type")]
-        kind: Option<String>,
-        /// minute, hour or day.
-        #[arg(long, default_value = "hour")]
-        granularity: String,
-        /// Environment.
-        #[arg(long, default_value = "prod")]
-        environment: String,
-        /// Start (RFC 3339; default: 24 h, 60 min or 30 days before `to`).
-        #[arg(long)]
-        from: Option<String>,
-        /// End (RFC 3339; default: now).
-        #[arg(long)]
-        to: Option<String>,
-        /// Base URL of the API (default: the local stack's).
-        #[arg(long)]
-        url: Option<String>,
-        /// Bearer token with `counts:read` (default: a dev token).
-        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Counts(#[command(flatten)] RangeArgs),
     /// Exact active users per day, week or month (and new users per day) as a table.
-    Users {
-        /// Event type (default: all types together).
-        #[arg(long = "type")]
-        kind: Option<String>,
-        /// day, week or month.
-        #[arg(long, default_value = "day")]
-        granularity: String,
-        /// Environment.
-        #[arg(long, default_value = "prod")]
-        environment: String,
-        /// Start (RFC 3339; default: 30 days, 12 weeks or 12 months before `to`).
-        #[arg(long)]
-        from: Option<String>,
-        /// End (RFC 3339; default: now).
-        #[arg(long)]
-        to: Option<String>,
-        /// Base URL of the API (default: the local stack's).
-        #[arg(long)]
-        url: Option<String>,
-        /// Bearer token with `counts:read` (default: a dev token).
-        #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Users(#[command(flatten)] RangeArgs),
     /// Generate load against an API and print events/s and latency percentiles.
     Load {
         /// Events in all.
@@ -199,24 +155,8 @@ async fn run(command: Command) -> Result<()> {
             println!("{}", DevState::load()?.token(&sub, &scope, ttl)?);
             Ok(())
         }
-        Command::Counts {
-            kind,
-            granularity,
-            environment,
-            from,
-            to,
-            url,
-            token,
-        } => counts(kind, granularity, environment, from, to, url, token).await,
-        Command::Users {
-            kind,
-            granularity,
-            environment,
-            from,
-            to,
-            url,
-            token,
-        } => users(kind, granularity, environment, from, to, url, token).await,
+        Command::Counts(range) => counts(range).await,
+        Command::Users(range) => users(range).await,
         Command::Load {
             events,
             batch,
@@ -259,24 +199,44 @@ async fn run(command: Command) -> Result<()> {
 }
 
 /// `telemetry counts`: `GET /v1/counts` as a table.
-/// `GET <path>` with a range query (`/v1/counts`, `/v1/users`), the answer's body; a refusal
-/// is an error with its status and body.
-#[allow(clippy::too_many_arguments)]
-async fn range_answer(
-    path: &str,
+/// The range options of `telemetry counts` and `telemetry users`.
+#[derive(clap::Args)]
+struct RangeArgs {
+    /// Event type (default: all types together).
+    #[arg(long = "type")]
     kind: Option<String>,
-    granularity: String,
+    /// Bucket size: minute, hour or day for counts (default hour); day, week or month for
+    /// users (default day).
+    #[arg(long)]
+    granularity: Option<String>,
+    /// Environment.
+    #[arg(long, default_value = "prod")]
     environment: String,
+    /// Start (RFC 3339; default: the API's — 24 hours, 60 minutes or 30 days of counts, 30
+    /// days, 12 weeks or 12 months of users — before `to`).
+    #[arg(long)]
     from: Option<String>,
+    /// End (RFC 3339; default: now).
+    #[arg(long)]
     to: Option<String>,
+    /// Base URL of the API (default: the local stack's).
+    #[arg(long)]
     url: Option<String>,
+    /// Bearer token with `counts:read` (default: a dev token).
+    #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-) -> Result<serde_json::Value> {
-    let (url, token) = target(url, token, "counts-reader", "counts:read")?;
-    let mut query = vec![("granularity", granularity), ("environment", environment)];
-    query.extend(kind.map(|k| ("type", k)));
-    query.extend(from.map(|f| ("from", f)));
-    query.extend(to.map(|t| ("to", t)));
+}
+
+/// `GET <path>` with a range query (`/v1/counts`, `/v1/users`), the answer's body, after a
+/// heading; a refusal is an error with its status and body. What is not given is the API's
+/// default.
+async fn range_answer(path: &str, range: RangeArgs) -> Result<serde_json::Value> {
+    let (url, token) = target(range.url, range.token, "counts-reader", "counts:read")?;
+    let mut query = vec![("environment", range.environment)];
+    query.extend(range.granularity.map(|g| ("granularity", g)));
+    query.extend(range.kind.map(|k| ("type", k)));
+    query.extend(range.from.map(|f| ("from", f)));
+    query.extend(range.to.map(|t| ("to", t)));
     let response = reqwest::Client::new()
         .get(format!("{}{path}", url.trim_end_matches('/')))
         .query(&query)
@@ -301,26 +261,9 @@ async fn range_answer(
     Ok(body)
 }
 
-async fn counts(
-    kind: Option<String>,
-    granularity: String,
-    environment: String,
-    from: Option<String>,
-    to: Option<String>,
-    url: Option<String>,
-    token: Option<String>,
-) -> Result<()> {
-    let body = range_answer(
-        "/v1/counts",
-        kind,
-        granularity,
-        environment,
-        from,
-        to,
-        url,
-        token,
-    )
-    .await?;
+/// `telemetry counts`: counts per bucket as a table.
+async fn counts(range: RangeArgs) -> Result<()> {
+    let body = range_answer("/v1/counts", range).await?;
     let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
     if buckets.is_empty() {
         println!("  (no events in this range)");
@@ -336,26 +279,8 @@ async fn counts(
 }
 
 /// `telemetry users`: active (and, per day, new) users as a table.
-async fn users(
-    kind: Option<String>,
-    granularity: String,
-    environment: String,
-    from: Option<String>,
-    to: Option<String>,
-    url: Option<String>,
-    token: Option<String>,
-) -> Result<()> {
-    let body = range_answer(
-        "/v1/users",
-        kind,
-        granularity,
-        environment,
-        from,
-        to,
-        url,
-        token,
-    )
-    .await?;
+async fn users(range: RangeArgs) -> Result<()> {
+    let body = range_answer("/v1/users", range).await?;
     let buckets = body["buckets"].as_array().cloned().unwrap_or_default();
     if buckets.is_empty() {
         println!("  (no users in this range)");

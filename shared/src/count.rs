@@ -155,6 +155,11 @@ pub fn aggregate(events: &[CountedEvent<'_>]) -> Vec<CounterUpdate> {
             }
         }
     }
+    updates(counters)
+}
+
+/// One update per counter, its sequence numbers ascending and each once.
+pub fn updates(counters: BTreeMap<CounterId, Vec<String>>) -> Vec<CounterUpdate> {
     counters
         .into_iter()
         .map(|(id, mut seqs)| {

@@ -247,14 +247,7 @@ pub fn user_updates(
         };
         counters.entry(id).or_default().push(seq.to_string());
     }
-    counters
-        .into_iter()
-        .map(|(id, mut seqs)| {
-            seqs.sort();
-            seqs.dedup();
-            CounterUpdate { id, seqs }
-        })
-        .collect()
+    crate::count::updates(counters)
 }
 
 /// One bucket of a users answer.

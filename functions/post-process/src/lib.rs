@@ -34,6 +34,18 @@ use telemetry_shared::users::{self, Marker};
 /// Counter updates in flight at once.
 pub const CONCURRENT_UPDATES: usize = 16;
 
+/// `STREAM_RETENTION_HOURS` when unset: the template's default Kinesis retention.
+pub const DEFAULT_STREAM_RETENTION_HOURS: u32 = 168;
+
+/// `USER_MARKER_CACHE` when unset.
+pub const DEFAULT_MARKER_CACHE: usize = 100_000;
+
+/// How long after its period (and lateness window) a user marker must outlive: the Kinesis
+/// retention (replays), the table stream's 24 h and a day's margin.
+fn replay_horizon(stream_retention_hours: u32) -> chrono::Duration {
+    chrono::Duration::hours(i64::from(stream_retention_hours) + 48)
+}
+
 /// post-process's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -64,8 +76,9 @@ impl Config {
         Ok(Self {
             counts_table: env.required("COUNTS_TABLE")?,
             minute_ttl_days,
-            stream_retention_hours: env.parsed_or("STREAM_RETENTION_HOURS", 168)?,
-            marker_cache: env.parsed_or("USER_MARKER_CACHE", 100_000)?,
+            stream_retention_hours: env
+                .parsed_or("STREAM_RETENTION_HOURS", DEFAULT_STREAM_RETENTION_HOURS)?,
+            marker_cache: env.parsed_or("USER_MARKER_CACHE", DEFAULT_MARKER_CACHE)?,
         })
     }
 }
@@ -74,8 +87,8 @@ impl Config {
 pub struct PostProcess {
     counts: Arc<dyn CountStore>,
     markers: Arc<dyn MarkerStore>,
-    /// Marker key → its `by`, as far as this function has learnt them (cleared when full).
-    cache: Mutex<HashMap<String, String>>,
+    /// Marker → its `by`, as far as this function has learnt them (cleared when full).
+    cache: Mutex<HashMap<Marker, String>>,
     cache_capacity: usize,
     /// How long after its period a marker must outlive (see [`Config::stream_retention_hours`]).
     replay_horizon: chrono::Duration,
@@ -236,8 +249,8 @@ impl PostProcess {
             counts,
             markers,
             cache: Mutex::new(HashMap::new()),
-            cache_capacity: 100_000,
-            replay_horizon: chrono::Duration::hours(168 + 48),
+            cache_capacity: DEFAULT_MARKER_CACHE,
+            replay_horizon: replay_horizon(DEFAULT_STREAM_RETENTION_HOURS),
         }
     }
 
@@ -245,7 +258,7 @@ impl PostProcess {
     /// `stream_retention_hours` (+ 48 h) beyond their period's lateness window.
     pub fn with_markers(mut self, capacity: usize, stream_retention_hours: u32) -> Self {
         self.cache_capacity = capacity;
-        self.replay_horizon = chrono::Duration::hours(i64::from(stream_retention_hours) + 48);
+        self.replay_horizon = replay_horizon(stream_retention_hours);
         self
     }
 
@@ -263,7 +276,7 @@ impl PostProcess {
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (marker, seq) in markers {
-                match cache.get(&marker.key()) {
+                match cache.get(marker) {
                     Some(by) => {
                         resolved.insert(marker.clone(), by.clone());
                     }
@@ -302,7 +315,7 @@ impl PostProcess {
         for (marker, seq, result) in results {
             match result {
                 Ok(by) => {
-                    cache.insert(marker.key(), by.clone());
+                    cache.insert(marker.clone(), by.clone());
                     resolved.insert(marker.clone(), by);
                 }
                 Err(e) => {

@@ -457,21 +457,17 @@ pub fn counts_query(
             )
         })?,
     };
-    let kind = type_param(req)?;
-    let environment = environment_param(req)?;
-    let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
     let default_span = match granularity {
         Granularity::Minute => chrono::Duration::minutes(59),
         Granularity::Hour => chrono::Duration::hours(23),
         Granularity::Day => chrono::Duration::days(29),
     };
-    let from = time_param(req, "from", "invalid_from")?.unwrap_or(to - default_span);
-    if from > to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "`from` is after `to`",
-        ));
-    }
+    let Range {
+        kind,
+        environment,
+        from,
+        to,
+    } = range_params(req, now, default_span)?;
     let span = count::bucket_span(granularity, from, to);
     if span > MAX_BUCKETS {
         return Err(ApiError::bad_request(
@@ -486,6 +482,39 @@ pub fn counts_query(
         kind,
         environment,
         granularity,
+        from,
+        to,
+    })
+}
+
+/// The parameters every range answer shares (`/v1/counts`, `/v1/users`), checked.
+struct Range {
+    kind: Option<String>,
+    environment: String,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+}
+
+/// `type`, `environment`, `to` (default `now`) and `from` (default `default_span` before `to`,
+/// and not after it).
+fn range_params(
+    req: &ApiGatewayV2httpRequest,
+    now: chrono::DateTime<chrono::Utc>,
+    default_span: chrono::Duration,
+) -> Result<Range, ApiError> {
+    let kind = type_param(req)?;
+    let environment = environment_param(req)?;
+    let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
+    let from = time_param(req, "from", "invalid_from")?.unwrap_or(to - default_span);
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`from` is after `to`",
+        ));
+    }
+    Ok(Range {
+        kind,
+        environment,
         from,
         to,
     })
@@ -533,21 +562,17 @@ pub fn users_query(
             )
         })?,
     };
-    let kind = type_param(req)?;
-    let environment = environment_param(req)?;
-    let to = time_param(req, "to", "invalid_to")?.unwrap_or(now);
     let default_span = match period {
         Period::Day => chrono::Duration::days(29),
         Period::Week => chrono::Duration::weeks(11),
         Period::Month => chrono::Duration::days(334),
     };
-    let from = time_param(req, "from", "invalid_from")?.unwrap_or(to - default_span);
-    if from > to {
-        return Err(ApiError::bad_request(
-            "invalid_range",
-            "`from` is after `to`",
-        ));
-    }
+    let Range {
+        kind,
+        environment,
+        from,
+        to,
+    } = range_params(req, now, default_span)?;
     let (mut start, mut span) = (period.start(from), 0i64);
     while start <= to && span <= MAX_BUCKETS {
         start = period.next(start);
