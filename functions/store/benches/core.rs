@@ -1,6 +1,9 @@
 //! store core on 100 and 1,000 Kinesis records: decode → items → calls of 25 unique keys,
 //! beside the floor of parsing each record's data into a `serde_json::Value`.
 
+// store links its allocator (see `store`'s docs): the one the Lambda binary ships with.
+use store as _;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use telemetry_shared::aws::event_table::{plan_calls, to_item};
