@@ -78,6 +78,8 @@ pub enum Refusal {
     NotFound,
     /// The resource exists but not with this method.
     MethodNotAllowed,
+    /// The request contradicts the resource's state (e.g. changing what a metric measures).
+    Conflict,
     /// The body (or what a request asks for at once) can never be accepted.
     PayloadTooLarge,
     /// The body is not JSON (or not gzip when it says so).
@@ -105,6 +107,7 @@ impl Refusal {
             Self::Forbidden => (403, None),
             Self::NotFound => (404, None),
             Self::MethodNotAllowed => (405, None),
+            Self::Conflict => (409, None),
             Self::PayloadTooLarge => (413, None),
             Self::UnsupportedMediaType => (415, None),
             Self::RateLimited { retry_after_secs } => (429, Some(retry_after_secs)),

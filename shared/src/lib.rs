@@ -3,7 +3,7 @@
 //! Everything the Lambda functions share: the [`event`] model and its validation, the ingest
 //! request [`batch`] parser, JWT [`auth`], the Kinesis [`record`] codec, the DynamoDB
 //! item mapping (in [`aws`]), typed [`config`], the I/O [`ports`] with their [`aws`] adapters, [`retry`] policy,
-//! exact unique [`users`], [`metrics`] in CloudWatch Embedded Metric Format and [`logging`].
+//! exact unique [`users`], admin-defined metrics ([`metric_def`]), [`metrics`] in CloudWatch Embedded Metric Format and [`logging`].
 //!
 //! Domain modules are plain synchronous Rust over plain types; only [`aws`] knows the SDK.
 
@@ -18,6 +18,7 @@ pub mod http;
 pub mod json;
 pub mod jwks;
 pub mod logging;
+pub mod metric_def;
 pub mod metrics;
 pub mod ports;
 pub mod record;

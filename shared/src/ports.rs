@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::count::CounterUpdate;
 use crate::delivery::QueueMessage;
 use crate::event::StoredEvent;
+use crate::metric_def::{MetricDefinition, MetricUpdate, StoredPartial};
 use crate::record::EventRecord;
 use crate::retry::Deadline;
 use crate::route::Route;
@@ -193,6 +194,59 @@ pub trait CountReader: Send + Sync {
         from_bucket: &str,
         to_bucket: &str,
     ) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// The admin-defined metrics' definitions (the `metrics` table).
+#[async_trait::async_trait]
+pub trait MetricDefinitions: Send + Sync {
+    /// Every definition, retired ones too, read strongly consistent.
+    async fn list_metrics(&self) -> Result<Vec<MetricDefinition>, StoreError>;
+    /// One definition, read strongly consistent.
+    async fn get_metric(&self, id: &str) -> Result<Option<MetricDefinition>, StoreError>;
+    /// Creates `def` unless its id exists; `false` when it does.
+    async fn create_metric(&self, def: &MetricDefinition) -> Result<bool, StoreError>;
+    /// Sets a live metric's description; `false` when it is missing or retired.
+    async fn describe_metric(
+        &self,
+        id: &str,
+        description: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Retires a live metric from `at` (RFC 3339); `false` when it is missing or retired.
+    async fn retire_metric(&self, id: &str, at: &str) -> Result<bool, StoreError>;
+}
+
+/// A breakdown value's admission: whether it is admitted, and every value the registry holds
+/// (so the caller can decide the others without asking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether the value is (now) admitted.
+    pub admitted: bool,
+    /// Every admitted value, as far as the answer said.
+    pub values: Vec<String>,
+}
+
+/// Keeps metric partials exactly once, and each breakdown's registry of admitted values.
+#[async_trait::async_trait]
+pub trait MetricStore: Send + Sync {
+    /// Applies `update` to its partial for `shard`: only records beyond the partial's
+    /// watermark count, and `min`/`max` move only by them. Returns how many were added.
+    async fn apply_metric(&self, shard: &str, update: &MetricUpdate) -> Result<u64, StoreError>;
+    /// Admits `value` to metric `id`'s breakdown unless `max` others are admitted already.
+    async fn admit(&self, id: &str, value: &str, max: usize) -> Result<Admission, StoreError>;
+}
+
+/// Reads metric partials.
+#[async_trait::async_trait]
+pub trait MetricReader: Send + Sync {
+    /// Every partial of `pk` (all shards) with a bucket in `from_bucket..=to_bucket`;
+    /// `breakdown` says whether its sort keys carry a value.
+    async fn read_metric(
+        &self,
+        pk: &str,
+        from_bucket: &str,
+        to_bucket: &str,
+        breakdown: bool,
+    ) -> Result<Vec<StoredPartial>, StoreError>;
 }
 
 /// What a rate limiter decided for a request.
@@ -537,6 +591,168 @@ pub mod memory {
                     p == pk && b.as_str() >= from_bucket && b.as_str() <= to_bucket
                 })
                 .map(|((_, b, _), (c, _))| (b.clone(), *c))
+                .collect())
+        }
+    }
+
+    /// Metric definitions in memory.
+    #[derive(Debug, Default)]
+    pub struct MemoryMetricDefinitions {
+        /// id → definition.
+        pub definitions: Mutex<BTreeMap<String, MetricDefinition>>,
+        /// Reads of the whole list.
+        pub lists: Mutex<usize>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricDefinitions for MemoryMetricDefinitions {
+        async fn list_metrics(&self) -> Result<Vec<MetricDefinition>, StoreError> {
+            *self.lists.lock().expect("lock") += 1;
+            Ok(self
+                .definitions
+                .lock()
+                .expect("lock")
+                .values()
+                .cloned()
+                .collect())
+        }
+
+        async fn get_metric(&self, id: &str) -> Result<Option<MetricDefinition>, StoreError> {
+            Ok(self.definitions.lock().expect("lock").get(id).cloned())
+        }
+
+        async fn create_metric(&self, def: &MetricDefinition) -> Result<bool, StoreError> {
+            let mut defs = self.definitions.lock().expect("lock");
+            if defs.contains_key(&def.id) {
+                return Ok(false);
+            }
+            defs.insert(def.id.clone(), def.clone());
+            Ok(true)
+        }
+
+        async fn describe_metric(
+            &self,
+            id: &str,
+            description: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            let mut defs = self.definitions.lock().expect("lock");
+            match defs.get_mut(id) {
+                Some(d) if d.retired_at.is_none() => {
+                    d.description = description.map(str::to_string);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+
+        async fn retire_metric(&self, id: &str, at: &str) -> Result<bool, StoreError> {
+            let mut defs = self.definitions.lock().expect("lock");
+            match defs.get_mut(id) {
+                Some(d) if d.retired_at.is_none() => {
+                    d.retired_at = Some(at.to_string());
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
+
+    /// Metric partials and registries in memory, with the same rules as the `counts` table.
+    #[derive(Debug, Default)]
+    pub struct MemoryMetrics {
+        /// (pk, sort-key prefix, shard) → (figures, seq).
+        pub partials: Mutex<BTreeMap<PartialKey, (crate::metric_def::Figures, String)>>,
+        /// metric id → admitted values.
+        pub registry: Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
+        /// Registry calls that reached the store.
+        pub admissions: Mutex<usize>,
+        /// Admissions of these values fail (transiently).
+        pub fail_values: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricStore for MemoryMetrics {
+        async fn apply_metric(
+            &self,
+            shard: &str,
+            update: &MetricUpdate,
+        ) -> Result<u64, StoreError> {
+            let mut partials = self.partials.lock().expect("lock");
+            let key = (
+                update.id.pk.clone(),
+                update.id.prefix.clone(),
+                shard.to_string(),
+            );
+            let current = partials.get(&key).cloned();
+            let (fresh, last) = crate::metric_def::Figures::after(
+                &update.entries,
+                current.as_ref().map(|(_, s)| s.as_str()),
+            );
+            let Some(last) = last else { return Ok(0) };
+            let mut f = current.map(|(f, _)| f).unwrap_or_default();
+            f.count += fresh.count;
+            f.skipped += fresh.skipped;
+            f.sum = crate::metric_def::Decimal(f.sum.0 + fresh.sum.0);
+            f.min = [f.min, fresh.min].into_iter().flatten().min();
+            f.max = [f.max, fresh.max].into_iter().flatten().max();
+            partials.insert(key, (f, last.to_string()));
+            Ok(fresh.count + fresh.skipped)
+        }
+
+        async fn admit(&self, id: &str, value: &str, max: usize) -> Result<Admission, StoreError> {
+            *self.admissions.lock().expect("lock") += 1;
+            if self
+                .fail_values
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|v| v == value)
+            {
+                return Err(StoreError::Transient("registry write throttled".into()));
+            }
+            let mut registry = self.registry.lock().expect("lock");
+            let values = registry.entry(id.to_string()).or_default();
+            let admitted = values.contains(value) || values.len() < max;
+            if admitted {
+                values.insert(value.to_string());
+            }
+            Ok(Admission {
+                admitted,
+                values: values.iter().cloned().collect(),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MetricReader for MemoryMetrics {
+        async fn read_metric(
+            &self,
+            pk: &str,
+            from_bucket: &str,
+            to_bucket: &str,
+            breakdown: bool,
+        ) -> Result<Vec<StoredPartial>, StoreError> {
+            Ok(self
+                .partials
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|((p, _, _), _)| p == pk)
+                .filter_map(|((_, prefix, _), (f, _))| {
+                    let (bucket, value) = match prefix.split_once('#') {
+                        Some((b, v)) if breakdown => (b, Some(v.to_string())),
+                        _ => (prefix.as_str(), None),
+                    };
+                    (bucket >= from_bucket && bucket <= to_bucket).then(|| StoredPartial {
+                        bucket: bucket.to_string(),
+                        value,
+                        count: f.count,
+                        skipped: f.skipped,
+                        sum: Some(f.sum.to_string()),
+                        min: f.min.map(|m| m.to_string()),
+                        max: f.max.map(|m| m.to_string()),
+                    })
+                })
                 .collect())
         }
     }

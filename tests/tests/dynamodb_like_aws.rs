@@ -236,6 +236,8 @@ async fn tables_and_query() -> (ResourceNames, EventTable, query::Query) {
             routes_table: names.routes_table.clone(),
             auth: hs256_auth(),
             route_queue_prefix: None,
+            metrics_table: names.metrics_table.clone(),
+            metrics_cache_seconds: telemetry_shared::metric_def::DEFAULT_CACHE_SECONDS,
         },
         &sdk,
     )

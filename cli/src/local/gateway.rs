@@ -67,7 +67,7 @@ pub enum Target {
 /// The routes of `template.yaml`'s HTTP API, as its functions' `HttpApi` events declare them
 /// (`tests/tests/template.rs` holds the two equal): method, path (`{id}` stands for one
 /// non-empty path segment), function.
-pub const ROUTES: [(&str, &str, Target); 7] = [
+pub const ROUTES: [(&str, &str, Target); 12] = [
     ("POST", "/v1/events", Target::Ingest),
     ("GET", "/v1/events", Target::Query),
     ("GET", "/v1/counts", Target::Query),
@@ -75,6 +75,11 @@ pub const ROUTES: [(&str, &str, Target); 7] = [
     ("GET", "/v1/routes", Target::Query),
     ("PUT", "/v1/routes/{id}", Target::Query),
     ("DELETE", "/v1/routes/{id}", Target::Query),
+    ("GET", "/v1/metrics", Target::Query),
+    ("GET", "/v1/metrics/{id}", Target::Query),
+    ("PUT", "/v1/metrics/{id}", Target::Query),
+    ("DELETE", "/v1/metrics/{id}", Target::Query),
+    ("GET", "/v1/metrics/{id}/values", Target::Query),
 ];
 
 /// Whether `path` fits the route path `pattern`.

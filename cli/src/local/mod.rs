@@ -155,6 +155,7 @@ impl FunctionConfigs {
                     ("EVENTS_TABLE", &names.events_table),
                     ("COUNTS_TABLE", &names.counts_table),
                     ("ROUTES_TABLE", &names.routes_table),
+                    ("METRICS_TABLE", &names.metrics_table),
                 ]),
             ),
             ("StoreFunction", v(&[("EVENTS_TABLE", &names.events_table)])),
@@ -167,7 +168,10 @@ impl FunctionConfigs {
             ),
             (
                 "PostProcessFunction",
-                v(&[("COUNTS_TABLE", &names.counts_table)]),
+                v(&[
+                    ("COUNTS_TABLE", &names.counts_table),
+                    ("METRICS_TABLE", &names.metrics_table),
+                ]),
             ),
         ])
     }

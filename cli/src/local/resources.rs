@@ -56,6 +56,8 @@ pub struct ResourceNames {
     pub counts_table: String,
     /// `routes` table.
     pub routes_table: String,
+    /// `metrics` table (admin-defined metrics' definitions).
+    pub metrics_table: String,
     /// The demo queue the demo route `demo.*` sends to.
     pub demo_queue: String,
     /// The forward dead-letter queue.
@@ -70,6 +72,7 @@ impl ResourceNames {
             events_table: format!("{prefix}-events"),
             counts_table: format!("{prefix}-counts"),
             routes_table: format!("{prefix}-routes"),
+            metrics_table: format!("{prefix}-metrics"),
             demo_queue: format!("{prefix}-demo"),
             forward_dlq: format!("{prefix}-forward-dlq"),
         }
@@ -243,7 +246,7 @@ pub struct TableSpec {
     pub ttl: Option<&'static str>,
 }
 
-/// The stack's three tables.
+/// The stack's four tables.
 pub fn table_specs(names: &ResourceNames) -> Vec<TableSpec> {
     vec![
         TableSpec {
@@ -273,10 +276,19 @@ pub fn table_specs(names: &ResourceNames) -> Vec<TableSpec> {
             stream: None,
             ttl: None,
         },
+        TableSpec {
+            logical_id: "MetricsTable",
+            name: names.metrics_table.clone(),
+            hash: "id",
+            range: None,
+            indexes: Vec::new(),
+            stream: None,
+            ttl: None,
+        },
     ]
 }
 
-/// Creates the three tables unless they exist, and waits until they are ACTIVE with TTL enabled.
+/// Creates the four tables unless they exist, and waits until they are ACTIVE with TTL enabled.
 pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &ResourceNames) -> Result<()> {
     let specs = table_specs(names);
     for spec in &specs {

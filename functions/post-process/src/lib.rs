@@ -20,13 +20,16 @@ use aws_lambda_events::streams::DynamoDbBatchItemFailure;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use telemetry_shared::aws::count_table::CountTable;
 use telemetry_shared::aws::event_table;
+use telemetry_shared::aws::metric_table::MetricTable;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, CountedEvent};
 use telemetry_shared::event::StoredEvent;
+use telemetry_shared::metric_def::{self, Dimension, Measure, MetricDefinition, MetricRecord};
 use telemetry_shared::metrics::{Metric, Metrics};
-use telemetry_shared::ports::{CountStore, MarkerStore};
+use telemetry_shared::ports::{CountStore, MarkerStore, MetricDefinitions, MetricStore};
 use telemetry_shared::retry::Deadline;
 use telemetry_shared::sequence;
 use telemetry_shared::users::{self, Marker};
@@ -61,6 +64,14 @@ pub struct Config {
     /// User markers remembered by a warm function (`USER_MARKER_CACHE`, default 100000): a
     /// user's later events in a period cost no write.
     pub marker_cache: usize,
+    /// The admin-defined metrics' definitions (`METRICS_TABLE`).
+    pub metrics_table: String,
+    /// How long a snapshot of the definitions is used (`METRICS_CACHE_SECONDS`, default 60;
+    /// with 60 s more, the δ after which a new definition takes effect — the query function
+    /// must be given the same value).
+    pub metrics_cache_seconds: u32,
+    /// Breakdown values admitted per metric (`METRIC_MAX_VALUES`, default 100).
+    pub metric_max_values: usize,
 }
 
 impl Config {
@@ -79,6 +90,11 @@ impl Config {
             stream_retention_hours: env
                 .parsed_or("STREAM_RETENTION_HOURS", DEFAULT_STREAM_RETENTION_HOURS)?,
             marker_cache: env.parsed_or("USER_MARKER_CACHE", DEFAULT_MARKER_CACHE)?,
+            metrics_table: env.required("METRICS_TABLE")?,
+            metrics_cache_seconds: env
+                .parsed_or("METRICS_CACHE_SECONDS", metric_def::DEFAULT_CACHE_SECONDS)?,
+            metric_max_values: env
+                .parsed_or("METRIC_MAX_VALUES", metric_def::DEFAULT_MAX_VALUES)?,
         })
     }
 }
@@ -92,6 +108,20 @@ pub struct PostProcess {
     cache_capacity: usize,
     /// How long after its period a marker must outlive (see [`Config::stream_retention_hours`]).
     replay_horizon: chrono::Duration,
+    /// The admin-defined metrics, when configured.
+    metrics: Option<MetricsState>,
+}
+
+/// What post-process needs for the admin-defined metrics.
+struct MetricsState {
+    definitions: Arc<dyn MetricDefinitions>,
+    store: Arc<dyn MetricStore>,
+    /// δ: see `metric_def`.
+    delay: chrono::Duration,
+    max_values: usize,
+    snapshot: Mutex<Option<Arc<metric_def::Snapshot>>>,
+    /// metric id → (values known admitted, whether the registry is full).
+    registry: Mutex<HashMap<String, (std::collections::HashSet<String>, bool)>>,
 }
 
 /// Why a stream record is not counted.
@@ -142,10 +172,14 @@ struct Read {
     event: StoredEvent<'static, IgnoredAny>,
     at: chrono::DateTime<chrono::Utc>,
     received: chrono::DateTime<chrono::Utc>,
+    /// The stream record's creation time (which metric definitions apply).
+    created: chrono::DateTime<chrono::Utc>,
+    /// `data`'s JSON text, taken only when a metric of the event's type needs it.
+    data: Option<String>,
 }
 
 /// Reads what counting needs from a stream record, taking its image (uncopied).
-fn counted(record: &mut EventRecord) -> Result<Read, Skip> {
+fn counted(record: &mut EventRecord, wants_data: &dyn Fn(&str) -> bool) -> Result<Read, Skip> {
     if record.event_name != "INSERT" {
         return Err(Skip::NotInsert);
     }
@@ -155,7 +189,13 @@ fn counted(record: &mut EventRecord) -> Result<Read, Skip> {
         .as_deref()
         .and_then(sequence::padded)
         .ok_or(Skip::Undecodable("sequence number"))?;
-    let image = std::mem::take(&mut record.change.new_image);
+    let mut image = std::mem::take(&mut record.change.new_image);
+    let wanted =
+        matches!(image.get("type"), Some(serde_dynamo::AttributeValue::S(t)) if wants_data(t));
+    let data = match wanted.then(|| image.remove("data")).flatten() {
+        Some(serde_dynamo::AttributeValue::S(d)) => Some(d),
+        _ => None,
+    };
     let event = event_table::from_image::<IgnoredAny>(image)
         .map_err(|_| Skip::Undecodable("a stored event"))?;
     // No `check`: store checked the record before writing it (and the times are parsed here).
@@ -167,6 +207,8 @@ fn counted(record: &mut EventRecord) -> Result<Read, Skip> {
         event,
         at,
         received,
+        created: record.change.approximate_creation_date_time,
+        data,
     })
 }
 
@@ -187,16 +229,25 @@ pub struct Aggregated {
     /// Records that cannot be counted: (sequence number, why), e.g. a missing attribute, or a
     /// panic while reading it.
     pub undecodable: Vec<(Option<String>, &'static str)>,
+    /// What each applicable metric definition (by index) reads from each record; the
+    /// breakdown value still to be admitted.
+    pub metric_records: Vec<(usize, MetricRecord)>,
 }
 
 /// Reads a batch's records (taking their images) and aggregates them per partial counter.
 pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
+    aggregate_with(records, &[])
+}
+
+/// The same, also reading what `definitions` measure.
+pub fn aggregate_with(records: &mut [EventRecord], definitions: &[MetricDefinition]) -> Aggregated {
+    let wants_data = |kind: &str| definitions.iter().any(|d| d.kind == kind && d.needs_data());
     let mut read = Vec::with_capacity(records.len());
     let mut original: HashMap<String, String> = HashMap::with_capacity(records.len());
     let (mut not_inserts, mut undecodable) = (0, Vec::new());
     for r in records {
         // A panic on one record's values (a bug) must not fail the batch: see the module docs.
-        let result = catch_unwind(AssertUnwindSafe(|| counted(r))).unwrap_or(Err(
+        let result = catch_unwind(AssertUnwindSafe(|| counted(r, &wants_data))).unwrap_or(Err(
             Skip::Undecodable("a readable record (counting it panicked)"),
         ));
         let seq = r.change.sequence_number.clone();
@@ -231,7 +282,41 @@ pub fn aggregate(records: &mut [EventRecord]) -> Aggregated {
             received_at: r.received,
         })
         .collect();
+    let mut metric_records = Vec::new();
+    for r in &read {
+        for (i, def) in definitions.iter().enumerate() {
+            if !def.applies(&r.event.environment, &r.event.kind, r.created) {
+                continue;
+            }
+            let data = r
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<&RawValue>(d).ok());
+            let sum = def.sum.as_deref().and_then(metric_def::data_path);
+            let value = def
+                .by
+                .as_deref()
+                .and_then(Dimension::parse)
+                .map(|by| match by {
+                    Dimension::Origin => metric_def::string_value(r.event.origin.as_deref()),
+                    Dimension::Environment => metric_def::string_value(Some(&r.event.environment)),
+                    Dimension::Data(keys) => {
+                        metric_def::breakdown_value(data.and_then(|d| metric_def::lookup(d, &keys)))
+                    }
+                });
+            metric_records.push((
+                i,
+                MetricRecord {
+                    seq: r.seq.clone(),
+                    at: r.at,
+                    measure: Measure::of(data, sum.as_deref()),
+                    value,
+                },
+            ));
+        }
+    }
     Aggregated {
+        metric_records,
         counted: events.len(),
         updates: count::aggregate(&events),
         markers: users::batch_markers(&seen),
@@ -251,7 +336,29 @@ impl PostProcess {
             cache: Mutex::new(HashMap::new()),
             cache_capacity: DEFAULT_MARKER_CACHE,
             replay_horizon: replay_horizon(DEFAULT_STREAM_RETENTION_HOURS),
+            metrics: None,
         }
+    }
+
+    /// The same handler keeping the metrics defined in `definitions` in `store`, using a
+    /// snapshot of the definitions for `cache_seconds` and admitting `max_values` breakdown
+    /// values per metric.
+    pub fn with_metrics(
+        mut self,
+        definitions: Arc<dyn MetricDefinitions>,
+        store: Arc<dyn MetricStore>,
+        cache_seconds: u32,
+        max_values: usize,
+    ) -> Self {
+        self.metrics = Some(MetricsState {
+            definitions,
+            store,
+            delay: metric_def::delay(cache_seconds),
+            max_values,
+            snapshot: Mutex::new(None),
+            registry: Mutex::new(HashMap::new()),
+        });
+        self
     }
 
     /// The same handler remembering at most `capacity` markers, keeping period markers for
@@ -329,6 +436,123 @@ impl PostProcess {
         (resolved, cut, written)
     }
 
+    /// The definitions to use for records created up to `latest`: the snapshot, read again
+    /// (strongly consistent) first when it does not cover them. `None` without metrics.
+    async fn metric_snapshot(
+        &self,
+        latest: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<Arc<metric_def::Snapshot>>, telemetry_shared::ports::StoreError> {
+        let (Some(m), Some(latest)) = (&self.metrics, latest) else {
+            return Ok(None);
+        };
+        if let Some(s) = m
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && s.covers(latest, m.delay)
+        {
+            return Ok(Some(s.clone()));
+        }
+        // Taken before the read: a definition created after it is not in it.
+        let fetched = chrono::Utc::now();
+        let definitions = m.definitions.list_metrics().await?;
+        let snapshot = Arc::new(metric_def::Snapshot {
+            fetched,
+            definitions,
+        });
+        *m.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        Ok(Some(snapshot))
+    }
+
+    /// Admits the batch's breakdown values (from the cache where it knows them) and sets each
+    /// record's value: admitted, or `(other)`. Returns the lowest sequence number among records
+    /// whose value could not be decided (the batch's metrics are cut there).
+    async fn resolve_values(
+        &self,
+        m: &MetricsState,
+        definitions: &[MetricDefinition],
+        records: &mut [(usize, MetricRecord)],
+    ) -> Option<String> {
+        let mut pending: BTreeMap<(usize, String), String> = BTreeMap::new();
+        {
+            let registry = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, r) in records.iter_mut() {
+                let Some(value) = &r.value else { continue };
+                if value == metric_def::OTHER {
+                    continue;
+                }
+                match registry.get(&definitions[*i].id) {
+                    Some((admitted, _)) if admitted.contains(value) => {}
+                    Some((_, true)) => r.value = Some(metric_def::OTHER.to_string()),
+                    _ => {
+                        let lowest = pending.entry((*i, value.clone())).or_insert(r.seq.clone());
+                        if r.seq < *lowest {
+                            *lowest = r.seq.clone();
+                        }
+                    }
+                }
+            }
+        }
+        // In the order the values first appear, one at a time: the first values seen are the
+        // ones admitted, and each answer lists the admitted values, so later ones often need no
+        // call (a cold function pays one call per new value, once).
+        let mut pending: Vec<((usize, String), String)> = pending.into_iter().collect();
+        pending.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut cut: Option<String> = None;
+        let mut refused: std::collections::HashSet<(String, String)> = Default::default();
+        for ((i, value), seq) in pending {
+            let id = &definitions[i].id;
+            let known = {
+                let registry = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+                registry.get(id).and_then(|(admitted, full)| {
+                    if admitted.contains(&value) {
+                        Some(true)
+                    } else if *full {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+            };
+            let admitted = match known {
+                Some(admitted) => admitted,
+                None => match m.store.admit(id, &value, m.max_values).await {
+                    Ok(admission) => {
+                        let mut registry = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+                        let entry = registry.entry(id.clone()).or_default();
+                        entry.0.extend(admission.values);
+                        if admission.admitted {
+                            entry.0.insert(value.clone());
+                        } else {
+                            // Values are never removed: a full registry stays full.
+                            entry.1 = true;
+                        }
+                        admission.admitted
+                    }
+                    Err(e) => {
+                        tracing::warn!(metric = %id, error = %e, "breakdown value not admitted");
+                        // Records from here on are cut from this batch's metrics: admitting
+                        // later values now would admit them out of stream order.
+                        cut = Some(seq.clone());
+                        break;
+                    }
+                },
+            };
+            if !admitted {
+                refused.insert((id.clone(), value));
+            }
+        }
+        for (i, r) in records.iter_mut() {
+            if let Some(v) = &r.value
+                && refused.contains(&(definitions[*i].id.clone(), v.clone()))
+            {
+                r.value = Some(metric_def::OTHER.to_string());
+            }
+        }
+        cut
+    }
+
     /// Handles one tumbling-window invocation; counter updates not done by `deadline` are
     /// reported as failed (Lambda retries them; the watermark keeps them exactly once).
     pub async fn handle(
@@ -383,6 +607,20 @@ impl PostProcess {
             return response;
         };
 
+        // The metric definitions in force for these records (see `metric_def::Snapshot`).
+        let latest = records
+            .iter()
+            .map(|r| r.change.approximate_creation_date_time)
+            .max();
+        let (snapshot, definitions_failed) = match self.metric_snapshot(latest).await {
+            Ok(snapshot) => (snapshot, false),
+            Err(e) => {
+                tracing::warn!(error = %e, "metric definitions not read");
+                (None, true)
+            }
+        };
+        let definitions: &[MetricDefinition] =
+            snapshot.as_ref().map_or(&[], |s| &s.definitions[..]);
         let Aggregated {
             counted,
             mut updates,
@@ -391,7 +629,8 @@ impl PostProcess {
             original,
             not_inserts,
             undecodable,
-        } = aggregate(records);
+            mut metric_records,
+        } = aggregate_with(records, definitions);
         if not_inserts > 0 {
             metrics.add(Metric::RecordsSkipped, not_inserts as u64);
         }
@@ -429,6 +668,67 @@ impl PostProcess {
             .collect()
             .await;
 
+        // Admin-defined metrics: values admitted, then every partial once. Without the
+        // definitions, the whole batch is re-delivered (from its first counted record).
+        let mut metric_cut: Option<String> = if definitions_failed {
+            original.keys().min().cloned()
+        } else {
+            None
+        };
+        let mut metric_updates = Vec::new();
+        if let Some(m) = &self.metrics
+            && !metric_records.is_empty()
+        {
+            if let Some(cut) = self
+                .resolve_values(m, definitions, &mut metric_records)
+                .await
+                && metric_cut.as_ref().is_none_or(|c| cut < *c)
+            {
+                metric_cut = Some(cut);
+            }
+            let mut by_metric: BTreeMap<usize, Vec<MetricRecord>> = BTreeMap::new();
+            for (i, r) in metric_records {
+                if metric_cut.as_ref().is_none_or(|c| r.seq < *c) {
+                    by_metric.entry(i).or_default().push(r);
+                }
+            }
+            for (i, records) in by_metric {
+                metric_updates.extend(metric_def::metric_updates(&definitions[i].id, &records));
+            }
+        }
+        let metric_applies: Vec<_> = metric_updates
+            .iter()
+            .map(|u| async move {
+                let store = &self.metrics.as_ref().expect("metrics configured").store;
+                let applied =
+                    tokio::time::timeout(deadline.remaining(), store.apply_metric(shard, u))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(telemetry_shared::ports::StoreError::Transient(
+                                "invocation deadline reached".into(),
+                            ))
+                        });
+                (u, applied)
+            })
+            .collect();
+        let metric_results: Vec<_> = futures::stream::iter(metric_applies)
+            .buffer_unordered(CONCURRENT_UPDATES)
+            .collect()
+            .await;
+        for (update, result) in &metric_results {
+            if let Err(e) = result {
+                tracing::warn!(partial = %update.id.pk, bucket = %update.id.bucket, error = %e, "metric update failed");
+                let first = update
+                    .entries
+                    .first()
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or_default();
+                if metric_cut.as_ref().is_none_or(|c| first < *c) {
+                    metric_cut = Some(first);
+                }
+            }
+        }
+
         let mut first_failed: Option<&str> = None;
         let mut applied = 0u64;
         for (update, result) in results {
@@ -448,10 +748,13 @@ impl PostProcess {
                 }
             }
         }
-        if let Some(cut) = cut.as_deref()
-            && first_failed.is_none_or(|f| cut < f)
+        for cut in [cut.as_deref(), metric_cut.as_deref()]
+            .into_iter()
+            .flatten()
         {
-            first_failed = Some(cut);
+            if first_failed.is_none_or(|f| cut < f) {
+                first_failed = Some(cut);
+            }
         }
         if let Some(seq) = first_failed.and_then(|padded| original.get(padded)) {
             // Lambda re-delivers from here; counters already updated skip what they have.
@@ -492,8 +795,18 @@ pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess 
         config.counts_table.clone(),
         config.minute_ttl_days,
     ));
-    PostProcess::new(table.clone(), table)
+    let definitions = Arc::new(MetricTable::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.metrics_table.clone(),
+    ));
+    PostProcess::new(table.clone(), table.clone())
         .with_markers(config.marker_cache, config.stream_retention_hours)
+        .with_metrics(
+            definitions,
+            table,
+            config.metrics_cache_seconds,
+            config.metric_max_values,
+        )
 }
 
 #[cfg(test)]
@@ -784,5 +1097,180 @@ mod tests {
         let r = h.handle(e, ample()).await;
         assert!(r.batch_item_failures.is_empty());
         assert!(h.counts.counters.lock().unwrap().is_empty());
+    }
+
+    mod metrics {
+        use telemetry_shared::metric_def::MetricDefinition;
+        use telemetry_shared::ports::memory::{MemoryMetricDefinitions, MemoryMetrics};
+
+        use super::*;
+
+        struct MetricsFixture {
+            handler: PostProcess,
+            metrics: Arc<MemoryMetrics>,
+            definitions: Arc<MemoryMetricDefinitions>,
+        }
+
+        fn revenue(effective_at: &str) -> MetricDefinition {
+            MetricDefinition {
+                id: "revenue".into(),
+                kind: "game.purchase".into(),
+                sum: Some("data.amount".into()),
+                by: Some("data.currency".into()),
+                environment: Some("prod".into()),
+                description: None,
+                created_at: "2026-11-26T00:00:00.000Z".into(),
+                effective_at: effective_at.into(),
+                retired_at: None,
+            }
+        }
+
+        fn with_metrics(defs: Vec<MetricDefinition>, max_values: usize) -> MetricsFixture {
+            let definitions = Arc::new(MemoryMetricDefinitions::default());
+            for d in defs {
+                definitions
+                    .definitions
+                    .lock()
+                    .unwrap()
+                    .insert(d.id.clone(), d);
+            }
+            let metrics = Arc::new(MemoryMetrics::default());
+            let handler = PostProcess::new(
+                Arc::new(MemoryCounts::default()),
+                Arc::new(MemoryMarkers::default()),
+            )
+            .with_metrics(definitions.clone(), metrics.clone(), 60, max_values);
+            MetricsFixture {
+                handler,
+                metrics,
+                definitions,
+            }
+        }
+
+        /// Purchases with these `data` objects, sequence numbers from `first`.
+        fn purchases(first: u64, data: &[&str]) -> TimeWindowEvent {
+            let mut e = batch("shard-1", first, data.len() as u64, "game.purchase");
+            for (r, d) in e.dynamo_db_event.records.iter_mut().zip(data) {
+                r.change
+                    .new_image
+                    .insert("data".into(), serde_dynamo::AttributeValue::S((*d).into()));
+            }
+            e
+        }
+
+        /// (count, skipped, sum) of a partial, summed over shards.
+        fn figures(h: &MetricsFixture, pk: &str, prefix: &str) -> (u64, u64, String) {
+            let partials = h.metrics.partials.lock().unwrap();
+            let mut out = (0, 0, telemetry_shared::metric_def::Decimal(0));
+            for ((p, x, _), (f, _)) in partials.iter() {
+                if p == pk && x == prefix {
+                    out.0 += f.count;
+                    out.1 += f.skipped;
+                    out.2 = telemetry_shared::metric_def::Decimal(out.2.0 + f.sum.0);
+                }
+            }
+            (out.0, out.1, out.2.to_string())
+        }
+
+        const DAY: &str = "2026-11-26T00:00:00Z";
+        const HOUR: &str = "2026-11-26T13:00:00Z";
+
+        fn sample() -> Vec<&'static str> {
+            vec![
+                r#"{"amount":19.99,"currency":"USD"}"#,
+                r#"{"amount":5,"currency":"EUR"}"#,
+                r#"{"amount":0.01,"currency":"GBP"}"#,
+                r#"{"amount":"7","currency":"USD"}"#,
+                r#"{"amount":100.5,"currency":"USD"}"#,
+                r#"{"amount":1,"currency":{"code":"JPY"}}"#,
+            ]
+        }
+
+        fn check_figures(h: &MetricsFixture) {
+            for (g, bucket) in [("day", DAY), ("hour", HOUR)] {
+                let total = format!("metric#revenue#{g}");
+                let by = format!("metric#revenue#{g}#by");
+                // The string amount is skipped, never summed nor dropped.
+                assert_eq!(figures(h, &total, bucket), (5, 1, "126.5".into()), "{g}");
+                assert_eq!(
+                    figures(h, &by, &format!("{bucket}#\"USD\"")),
+                    (2, 0, "120.49".into())
+                );
+                assert_eq!(
+                    figures(h, &by, &format!("{bucket}#\"EUR\"")),
+                    (1, 0, "5".into())
+                );
+                // Two values admitted: GBP, and the object, count under "(other)".
+                assert_eq!(
+                    figures(h, &by, &format!("{bucket}#(other)")),
+                    (2, 0, "1.01".into())
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn metrics_are_exact_under_replays_and_bisects_with_a_capped_breakdown() {
+            let h = with_metrics(vec![revenue("2026-11-26T00:00:00.000Z")], 2);
+            let data = sample();
+            let r = h.handler.handle(purchases(1, &data), ample()).await;
+            assert!(r.batch_item_failures.is_empty());
+            check_figures(&h);
+            // Replayed whole, then bisected: nothing changes.
+            h.handler.handle(purchases(1, &data), ample()).await;
+            h.handler.handle(purchases(1, &data[..3]), ample()).await;
+            h.handler.handle(purchases(4, &data[3..]), ample()).await;
+            check_figures(&h);
+            assert_eq!(
+                h.metrics.registry.lock().unwrap()["revenue"].len(),
+                2,
+                "at most METRIC_MAX_VALUES values"
+            );
+            // The definitions were read once: the snapshot covers these records.
+            assert_eq!(*h.definitions.lists.lock().unwrap(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_failed_admission_fails_the_record_and_a_redelivery_completes_the_figures() {
+            let h = with_metrics(vec![revenue("2026-11-26T00:00:00.000Z")], 2);
+            h.metrics.fail_values.lock().unwrap().push("\"EUR\"".into());
+            let data = sample();
+            let r = h.handler.handle(purchases(1, &data), ample()).await;
+            let reported: Vec<_> = r
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone().unwrap())
+                .collect();
+            assert_eq!(reported, ["2"], "the EUR record, never a later one");
+            h.metrics.fail_values.lock().unwrap().clear();
+            // Lambda re-delivers from the reported record.
+            h.handler.handle(purchases(2, &data[1..]), ample()).await;
+            check_figures(&h);
+        }
+
+        #[tokio::test]
+        async fn a_metric_counts_only_records_created_after_it_takes_effect() {
+            // The fixture's records were created at 13:44:16.
+            let later = revenue("2026-11-26T13:44:17.000Z");
+            let h = with_metrics(vec![later], 100);
+            h.handler.handle(purchases(1, &sample()), ample()).await;
+            assert_eq!(figures(&h, "metric#revenue#day", DAY).0, 0);
+            let h = with_metrics(vec![revenue("2026-11-26T13:44:16.000Z")], 100);
+            h.handler.handle(purchases(1, &sample()), ample()).await;
+            assert_eq!(
+                figures(&h, "metric#revenue#day", DAY),
+                (5, 1, "126.5".into())
+            );
+            // Other environments are not measured.
+            let h = with_metrics(vec![revenue("2026-11-26T00:00:00.000Z")], 100);
+            let mut dev = purchases(1, &sample());
+            for r in &mut dev.dynamo_db_event.records {
+                r.change.new_image.insert(
+                    "environment".into(),
+                    serde_dynamo::AttributeValue::S("dev".into()),
+                );
+            }
+            h.handler.handle(dev, ample()).await;
+            assert!(h.metrics.partials.lock().unwrap().is_empty());
+        }
     }
 }

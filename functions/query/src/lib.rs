@@ -6,6 +6,9 @@
 //! * `GET /v1/users` (scope `counts:read`): exact active users per day, ISO week or month, and
 //!   new users per day, summing their partial counters (see `telemetry_shared::users`).
 //! * `GET /v1/routes`, `PUT /v1/routes/{id}`, `DELETE /v1/routes/{id}` (scope `admin`).
+//! * `PUT /v1/metrics/{id}`, `DELETE /v1/metrics/{id}` (scope `admin`), `GET /v1/metrics`,
+//!   `GET /v1/metrics/{id}` and `GET /v1/metrics/{id}/values` (scope `counts:read`): the
+//!   admin-defined metrics (see `telemetry_shared::metric_def`).
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use serde_json::value::RawValue;
 use telemetry_shared::auth::{AuthConfig, Principal, Scope, Verifier};
 use telemetry_shared::aws::count_table::CountTable;
 use telemetry_shared::aws::event_table::EventTable;
+use telemetry_shared::aws::metric_table::MetricTable;
 use telemetry_shared::aws::route_table::RouteTableStore;
 use telemetry_shared::config::{ConfigError, Env};
 use telemetry_shared::count::{self, BucketCount, Granularity};
@@ -23,7 +27,10 @@ use telemetry_shared::event::{
     DEFAULT_ENVIRONMENT, is_valid_environment, is_valid_type, is_valid_user_id,
 };
 use telemetry_shared::http::{self as api, ApiError};
-use telemetry_shared::ports::{CountReader, EventQuery, EventReader, ReadError, RouteStore};
+use telemetry_shared::metric_def::{self, MetricDefinition, MetricInput};
+use telemetry_shared::ports::{
+    CountReader, EventQuery, EventReader, MetricDefinitions, MetricReader, ReadError, RouteStore,
+};
 use telemetry_shared::route::{Route, RouteInput};
 use telemetry_shared::users::{self, Period};
 
@@ -48,6 +55,11 @@ pub struct Config {
     /// What every route's queue name must start with (`ROUTE_QUEUE_PREFIX`, optional): the
     /// queues the stack's forward function may send to.
     pub route_queue_prefix: Option<String>,
+    /// The admin-defined metrics' definitions (`METRICS_TABLE`).
+    pub metrics_table: String,
+    /// post-process's snapshot lifetime (`METRICS_CACHE_SECONDS`, default 60): a new
+    /// definition takes effect that long + 60 s after it is made.
+    pub metrics_cache_seconds: u32,
 }
 
 impl Config {
@@ -72,6 +84,9 @@ impl Config {
             routes_table: env.required("ROUTES_TABLE")?,
             auth: auth()?,
             route_queue_prefix: env.optional("ROUTE_QUEUE_PREFIX"),
+            metrics_table: env.required("METRICS_TABLE")?,
+            metrics_cache_seconds: env
+                .parsed_or("METRICS_CACHE_SECONDS", metric_def::DEFAULT_CACHE_SECONDS)?,
         })
     }
 }
@@ -83,6 +98,28 @@ pub struct Query {
     counts: Arc<dyn CountReader>,
     routes: Arc<dyn RouteStore>,
     route_queue_prefix: Option<String>,
+    metrics: Option<MetricsApi>,
+}
+
+/// What the metrics API needs: the definitions, the partials, and δ (see `metric_def`).
+type MetricsApi = (
+    Arc<dyn MetricDefinitions>,
+    Arc<dyn MetricReader>,
+    chrono::Duration,
+);
+
+#[derive(Serialize)]
+struct MetricsAnswer<'a> {
+    metrics: &'a [MetricDefinition],
+}
+
+#[derive(Serialize)]
+struct MetricValuesAnswer<'a> {
+    metric: &'a MetricDefinition,
+    granularity: Granularity,
+    from: String,
+    to: String,
+    buckets: Vec<metric_def::MetricBucket>,
 }
 
 #[derive(Serialize)]
@@ -155,7 +192,20 @@ impl Query {
             counts,
             routes,
             route_queue_prefix: None,
+            metrics: None,
         }
+    }
+
+    /// Serves the admin-defined metrics: definitions in `definitions`, partials read from
+    /// `partials`; a new definition takes effect `cache_seconds` + 60 s after it is made.
+    pub fn with_metrics(
+        mut self,
+        definitions: Arc<dyn MetricDefinitions>,
+        partials: Arc<dyn MetricReader>,
+        cache_seconds: u32,
+    ) -> Self {
+        self.metrics = Some((definitions, partials, metric_def::delay(cache_seconds)));
+        self
     }
 
     /// Refuses routes to queues whose names do not start with `prefix`.
@@ -182,10 +232,12 @@ impl Query {
         let path = api::path(req).trim_end_matches('/');
         let method = api::method(req).clone();
         let route_id = path.strip_prefix("/v1/routes/");
+        let metric_path = path.strip_prefix("/v1/metrics/");
         if !matches!(
             path,
-            "/v1/events" | "/v1/counts" | "/v1/users" | "/v1/routes"
+            "/v1/events" | "/v1/counts" | "/v1/users" | "/v1/routes" | "/v1/metrics"
         ) && route_id.is_none()
+            && metric_path.is_none()
         {
             return Err(ApiError::not_found());
         }
@@ -193,6 +245,11 @@ impl Query {
             .verifier
             .authenticate(api::header(req, "authorization"))
             .await?;
+        if path == "/v1/metrics" || metric_path.is_some() {
+            return self
+                .metrics_route(req, &method, metric_path, &principal)
+                .await;
+        }
         match (method, path, route_id) {
             (Method::GET, "/v1/events", _) => self.list_events(req, &principal).await,
             (Method::GET, "/v1/counts", _) => self.counts(req, &principal).await,
@@ -236,6 +293,162 @@ impl Query {
                 let mut response = api::text_response(204, String::new());
                 response.body = None;
                 Ok(response)
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    async fn metrics_route(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        method: &Method,
+        metric_path: Option<&str>,
+        principal: &Principal,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let Some((definitions, partials, delay)) = &self.metrics else {
+            return Err(ApiError::not_found());
+        };
+        let table = |e| ApiError::dependency("the metrics table", e);
+        let (id, values) = match metric_path {
+            None => (None, false),
+            Some(rest) => match rest.strip_suffix("/values") {
+                Some(id) => (Some(id), true),
+                None => (Some(rest), false),
+            },
+        };
+        if id.is_some_and(|id| !metric_def::is_valid_id(id)) {
+            return Err(ApiError::not_found());
+        }
+        match (method, id, values) {
+            (&Method::GET, None, _) => {
+                principal.require(Scope::CountsRead)?;
+                let mut metrics = definitions.list_metrics().await.map_err(table)?;
+                metrics.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(api::json_response(
+                    200,
+                    &MetricsAnswer { metrics: &metrics },
+                ))
+            }
+            (&Method::GET, Some(id), false) => {
+                principal.require(Scope::CountsRead)?;
+                match definitions.get_metric(id).await.map_err(table)? {
+                    Some(def) => Ok(api::json_response(200, &def)),
+                    None => Err(ApiError::not_found()),
+                }
+            }
+            (&Method::GET, Some(id), true) => {
+                principal.require(Scope::CountsRead)?;
+                let Some(def) = definitions.get_metric(id).await.map_err(table)? else {
+                    return Err(ApiError::not_found());
+                };
+                let q = metric_values_query(req, chrono::Utc::now())?;
+                let from = count::format_bucket(q.granularity.bucket_start(q.from));
+                let to = count::format_bucket(q.granularity.bucket_start(q.to));
+                let counts = |e| ApiError::dependency("the counts table", e);
+                let mut read = partials
+                    .read_metric(
+                        &metric_def::partition_key(id, q.granularity, false),
+                        &from,
+                        &to,
+                        false,
+                    )
+                    .await
+                    .map_err(counts)?;
+                if def.by.is_some() {
+                    read.extend(
+                        partials
+                            .read_metric(
+                                &metric_def::partition_key(id, q.granularity, true),
+                                &from,
+                                &to,
+                                true,
+                            )
+                            .await
+                            .map_err(counts)?,
+                    );
+                }
+                let buckets = metric_def::sum_metric(&read, def.sum.is_some(), def.by.is_some());
+                Ok(api::json_response(
+                    200,
+                    &MetricValuesAnswer {
+                        metric: &def,
+                        granularity: q.granularity,
+                        from,
+                        to,
+                        buckets,
+                    },
+                ))
+            }
+            (&Method::PUT, Some(id), false) => {
+                principal.require(Scope::Admin)?;
+                api::require_json(req)?;
+                let body = api::body(req)?;
+                let input: MetricInput = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::bad_request("invalid_metric", format!("body is not a metric: {e}"))
+                })?;
+                let def = input
+                    .into_definition(id, chrono::Utc::now(), *delay)
+                    .map_err(|e| ApiError::bad_request(e.code, e.message))?;
+                if definitions.create_metric(&def).await.map_err(table)? {
+                    tracing::info!(metric = id, by = %principal.sub, "metric defined");
+                    return Ok(api::json_response(201, &def));
+                }
+                let Some(existing) = definitions.get_metric(id).await.map_err(table)? else {
+                    return Err(ApiError::dependency(
+                        "the metrics table",
+                        telemetry_shared::ports::Failure::Transient(
+                            "the metric changed under us".into(),
+                        ),
+                    ));
+                };
+                if existing.retired_at.is_some() {
+                    return Err(ApiError::new(
+                        api::Refusal::Conflict,
+                        "metric_retired",
+                        "this metric id was deleted; ids are never reused: choose another",
+                    ));
+                }
+                if !existing.same_measure(&def) {
+                    return Err(ApiError::new(
+                        api::Refusal::Conflict,
+                        "metric_changed",
+                        "a metric's type, sum, by and environment cannot change: define a new metric",
+                    ));
+                }
+                if !definitions
+                    .describe_metric(id, def.description.as_deref())
+                    .await
+                    .map_err(table)?
+                {
+                    return Err(ApiError::new(
+                        api::Refusal::Conflict,
+                        "metric_retired",
+                        "this metric id was deleted; ids are never reused: choose another",
+                    ));
+                }
+                Ok(api::json_response(
+                    200,
+                    &MetricDefinition {
+                        description: def.description,
+                        ..existing
+                    },
+                ))
+            }
+            (&Method::DELETE, Some(id), false) => {
+                principal.require(Scope::Admin)?;
+                let at = telemetry_shared::time::format(chrono::Utc::now() + *delay);
+                if !definitions.retire_metric(id, &at).await.map_err(table)? {
+                    // Missing, or retired before: either way there is nothing to retire.
+                    return match definitions.get_metric(id).await.map_err(table)? {
+                        Some(def) => Ok(api::json_response(200, &def)),
+                        None => Err(ApiError::not_found()),
+                    };
+                }
+                tracing::info!(metric = id, by = %principal.sub, retired_at = %at, "metric retired");
+                match definitions.get_metric(id).await.map_err(table)? {
+                    Some(def) => Ok(api::json_response(200, &def)),
+                    None => Err(ApiError::not_found()),
+                }
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -487,6 +700,23 @@ pub fn counts_query(
     })
 }
 
+/// Checked parameters of `GET /v1/metrics/{id}/values`: `granularity` (default hour), `from`
+/// and `to`, as `/v1/counts` (no `type` or `environment`: the metric decides them).
+pub fn metric_values_query(
+    req: &ApiGatewayV2httpRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<CountsQuery, ApiError> {
+    for fixed in ["type", "environment"] {
+        if api::query(req, fixed).is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("`{fixed}` is the metric's own: it is not a parameter of its values"),
+            ));
+        }
+    }
+    counts_query(req, now)
+}
+
 /// The parameters every range answer shares (`/v1/counts`, `/v1/users`), checked.
 struct Range {
     kind: Option<String>,
@@ -603,6 +833,12 @@ pub async fn from_config(
     sdk: &aws_config::SdkConfig,
 ) -> Result<Query, ConfigError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    // Reads only: the TTL setting is post-process's.
+    let counts = Arc::new(CountTable::new(
+        dynamodb.clone(),
+        config.counts_table.clone(),
+        1,
+    ));
     Ok(Query::new(
         Verifier::connect(
             &telemetry_shared::aws::secrets::resolve(config.auth.clone(), sdk).await?,
@@ -613,15 +849,18 @@ pub async fn from_config(
             config.events_table.clone(),
             None,
         )),
-        // Reads only: the TTL setting is post-process's.
-        Arc::new(CountTable::new(
+        counts.clone(),
+        Arc::new(RouteTableStore::new(
             dynamodb.clone(),
-            config.counts_table.clone(),
-            1,
+            config.routes_table.clone(),
         )),
-        Arc::new(RouteTableStore::new(dynamodb, config.routes_table.clone())),
     )
-    .with_route_queue_prefix(config.route_queue_prefix.clone()))
+    .with_route_queue_prefix(config.route_queue_prefix.clone())
+    .with_metrics(
+        Arc::new(MetricTable::new(dynamodb, config.metrics_table.clone())),
+        counts,
+        config.metrics_cache_seconds,
+    ))
 }
 
 #[cfg(test)]
@@ -752,5 +991,189 @@ mod tests {
                 .user_id,
             "v"
         );
+    }
+
+    mod metrics_api {
+        use aws_lambda_events::encodings::Body;
+        use telemetry_shared::auth::VerificationKey;
+        use telemetry_shared::config::Secret;
+        use telemetry_shared::ports::memory::{
+            MemoryCounts, MemoryMetricDefinitions, MemoryMetrics, MemoryRoutes, MemoryStore,
+        };
+
+        use super::*;
+
+        /// Test-only key: never deployed.
+        const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
+
+        fn handler() -> Query {
+            let verifier = Verifier::new(&AuthConfig {
+                algorithms: vec![jsonwebtoken::Algorithm::HS256],
+                key: VerificationKey::Secret(Secret::new(SECRET.into())),
+                issuer: "iss".into(),
+                audience: "aud".into(),
+                max_ttl_secs: None,
+            })
+            .unwrap();
+            Query::new(
+                verifier,
+                Arc::new(MemoryStore::default()),
+                Arc::new(MemoryCounts::default()),
+                Arc::new(MemoryRoutes::default()),
+            )
+            .with_metrics(
+                Arc::new(MemoryMetricDefinitions::default()),
+                Arc::new(MemoryMetrics::default()),
+                60,
+            )
+        }
+
+        fn request(
+            method: &str,
+            path: &str,
+            scope: &str,
+            body: Option<&str>,
+        ) -> ApiGatewayV2httpRequest {
+            let now = jsonwebtoken::get_current_timestamp();
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &serde_json::json!({"sub": "ops", "iss": "iss", "aud": "aud", "exp": now + 600, "iat": now, "scope": scope}),
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap();
+            let mut req = super::fixture();
+            req.request_context.http.method = method.parse().unwrap();
+            req.raw_path = Some(path.into());
+            req.query_string_parameters = Default::default();
+            req.raw_query_string = None;
+            req.headers
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            req.headers
+                .insert("content-type", "application/json".parse().unwrap());
+            req.body = body.map(str::to_string);
+            req.is_base64_encoded = false;
+            req
+        }
+
+        async fn call(
+            h: &Query,
+            method: &str,
+            path: &str,
+            scope: &str,
+            body: Option<&str>,
+        ) -> (i64, serde_json::Value) {
+            let r = h.handle(&request(method, path, scope, body)).await;
+            let json = match &r.body {
+                Some(Body::Text(t)) if !t.is_empty() => serde_json::from_str(t).unwrap(),
+                _ => serde_json::Value::Null,
+            };
+            (r.status_code, json)
+        }
+
+        const REVENUE: &str = r#"{"type":"game.purchase","sum":"data.amount","by":"data.currency","environment":"prod"}"#;
+
+        #[tokio::test]
+        async fn metrics_are_defined_by_admins_and_never_change_what_they_measure() {
+            let h = handler();
+            let put = |scope, body| call(&h, "PUT", "/v1/metrics/revenue", scope, Some(body));
+            assert_eq!(put("counts:read events:write", REVENUE).await.0, 403);
+            let (status, def) = put("admin", REVENUE).await;
+            assert_eq!(status, 201, "{def}");
+            let created =
+                telemetry_shared::time::parse(def["createdAt"].as_str().unwrap()).unwrap();
+            let effective =
+                telemetry_shared::time::parse(def["effectiveAt"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                effective - created,
+                chrono::Duration::seconds(120),
+                "cache lifetime + 60 s"
+            );
+            // The description may change; what it measures may not.
+            let described = r#"{"type":"game.purchase","sum":"data.amount","by":"data.currency","environment":"prod","description":"Revenue"}"#;
+            let (status, again) = put("admin", described).await;
+            assert_eq!(
+                (status, again["description"].as_str()),
+                (200, Some("Revenue"))
+            );
+            assert_eq!(
+                again["effectiveAt"], def["effectiveAt"],
+                "a PUT never moves effectiveAt"
+            );
+            let (status, refused) =
+                put("admin", r#"{"type":"game.purchase","sum":"data.price"}"#).await;
+            assert_eq!(
+                (status, refused["error"]["code"].as_str()),
+                (409, Some("metric_changed")),
+                "{refused}"
+            );
+            assert_eq!(
+                put("admin", r#"{"type":"game.purchase","sum":"price"}"#)
+                    .await
+                    .0,
+                400
+            );
+            let (status, list) = call(&h, "GET", "/v1/metrics", "counts:read", None).await;
+            assert_eq!(
+                (status, list["metrics"][0]["id"].as_str()),
+                (200, Some("revenue"))
+            );
+            assert_eq!(
+                call(&h, "DELETE", "/v1/metrics/revenue", "counts:read", None)
+                    .await
+                    .0,
+                403
+            );
+            let (status, retired) = call(&h, "DELETE", "/v1/metrics/revenue", "admin", None).await;
+            assert_eq!(status, 200);
+            assert!(retired["retiredAt"].is_string(), "{retired}");
+            let (status, reused) = put("admin", REVENUE).await;
+            assert_eq!(
+                (status, reused["error"]["code"].as_str()),
+                (409, Some("metric_retired"))
+            );
+            assert_eq!(
+                call(&h, "DELETE", "/v1/metrics/missing", "admin", None)
+                    .await
+                    .0,
+                404
+            );
+        }
+
+        #[tokio::test]
+        async fn values_are_read_with_the_counts_parameters() {
+            let h = handler();
+            assert_eq!(
+                call(&h, "PUT", "/v1/metrics/revenue", "admin", Some(REVENUE))
+                    .await
+                    .0,
+                201
+            );
+            let (status, answer) =
+                call(&h, "GET", "/v1/metrics/revenue/values", "counts:read", None).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["granularity"], "hour");
+            assert_eq!(answer["buckets"], serde_json::json!([]));
+            assert_eq!(
+                call(&h, "GET", "/v1/metrics/nope/values", "counts:read", None)
+                    .await
+                    .0,
+                404
+            );
+            let mut req = request("GET", "/v1/metrics/revenue/values", "counts:read", None);
+            req.query_string_parameters = "granularity=week".parse().unwrap();
+            assert_eq!(h.handle(&req).await.status_code, 400);
+            assert_eq!(
+                call(
+                    &h,
+                    "GET",
+                    "/v1/metrics/revenue/values",
+                    "events:write",
+                    None
+                )
+                .await
+                .0,
+                403
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{ConfigError, Env};
 pub mod count_table;
 pub mod event_table;
 pub mod kinesis;
+pub mod metric_table;
 pub mod rate_limit;
 pub mod route_table;
 pub mod secrets;
