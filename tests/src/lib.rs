@@ -176,6 +176,8 @@ impl TestStack {
                 "ROUTES_REFRESH_SECS",
                 options.routes_refresh.as_secs().to_string(),
             ),
+            // A new metric takes effect 60 s after it is defined (the least δ), not 120 s.
+            ("METRICS_CACHE_SECONDS", "0".to_string()),
         ]);
         let stack = LocalStack::start(config, &sdk)
             .await

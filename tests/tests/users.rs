@@ -1,6 +1,7 @@
 //! Exact unique users end to end: ingest → store → DynamoDB stream → post-process (first-seen
 //! markers in the counts table, on the emulator) → `GET /v1/users`, compared with figures this
-//! test computes itself from what it sent.
+//! test computes itself from what it sent — and a revenue metric by currency beside them
+//! (`/v1/metrics/{id}/values`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,11 +57,97 @@ struct Sent {
     kind: &'static str,
     at: DateTime<Utc>,
     event: Value,
+    /// The amount of a purchase, in cents, and its currency.
+    cents: u64,
+    currency: &'static str,
+}
+
+/// Cents as the decimal the API answers: `12.3`, `12`.
+fn decimal(cents: u64) -> String {
+    match cents % 100 {
+        0 => format!("{}", cents / 100),
+        c if c % 10 == 0 => format!("{}.{}", cents / 100, c / 10),
+        c => format!("{}.{c:02}", cents / 100),
+    }
+}
+
+/// Revenue per day: {day: (count, sum, {currency: (count, sum)})}, from the metric's answer.
+type Revenue = BTreeMap<String, (u64, String, BTreeMap<String, (u64, String)>)>;
+
+async fn revenue(stack: &TestStack, range: &str) -> Revenue {
+    let reader = token("analyst", "counts:read");
+    let path = format!("/v1/metrics/revenue/values?granularity=day&{range}");
+    let (status, body) = stack.get(&reader, &path).await;
+    assert_eq!(status, 200, "{body}");
+    body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert_eq!(b["skipped"], 0, "{b}");
+            let values = b["values"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (v["count"].as_u64().unwrap(), v["sum"].to_string()),
+                    )
+                })
+                .collect();
+            (
+                b["start"].as_str().unwrap().to_string(),
+                (b["count"].as_u64().unwrap(), b["sum"].to_string(), values),
+            )
+        })
+        .collect()
+}
+
+/// The same, computed here from what was sent.
+fn expected_revenue(sent: &[Sent]) -> Revenue {
+    type Cents = (u64, u64, BTreeMap<String, (u64, u64)>);
+    let mut days: BTreeMap<String, Cents> = BTreeMap::new();
+    for s in sent
+        .iter()
+        .filter(|s| s.environment == "prod" && s.kind == "shop.buy")
+    {
+        let d = days.entry(start(s.at, "day")).or_default();
+        d.0 += 1;
+        d.1 += s.cents;
+        let c = d.2.entry(format!("\"{}\"", s.currency)).or_default();
+        c.0 += 1;
+        c.1 += s.cents;
+    }
+    days.into_iter()
+        .map(|(day, (n, cents, by))| {
+            let by = by
+                .into_iter()
+                .map(|(k, (n, c))| (k, (n, decimal(c))))
+                .collect();
+            (day, (n, decimal(cents), by))
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn two_thousand_events_from_150_users_give_exact_active_and_new_users() {
     let stack = TestStack::start().await;
+    // Revenue by currency in prod, defined before anything is sent; it takes effect at
+    // `effectiveAt` (60 s on the test stack), so events are sent after that.
+    let admin = token("ops", "admin");
+    let (status, metric) = stack
+        .put(
+            &admin,
+            "/v1/metrics/revenue",
+            &json!({"type": "shop.buy", "sum": "data.amount", "by": "data.currency", "environment": "prod"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{metric}");
+    let effective = telemetry_shared::time::parse(metric["effectiveAt"].as_str().unwrap()).unwrap();
+    // The stream's creation times have whole seconds: start a second after it.
+    let wait = (effective + Duration::seconds(1) - Utc::now()).max(Duration::zero());
+    tokio::time::sleep(wait.to_std().unwrap()).await;
     let now = Utc::now();
     let mut rng = fastrand::Rng::with_seed(12);
     let mut sent = Vec::new();
@@ -71,11 +158,19 @@ async fn two_thousand_events_from_150_users_give_exact_active_and_new_users() {
         // Three days: today, yesterday and the day before, by the client's timestamp.
         let at = now - Duration::days(rng.i64(0..3)) - Duration::minutes(rng.i64(0..60));
         let at = at.min(now);
+        let cents = rng.u64(1..100_000);
+        let currency = ["USD", "EUR"][rng.usize(0..2)];
+        let mut event = json!({
+            "id": format!("u-{i}"), "type": kind, "environment": environment,
+            "timestamp": telemetry_shared::time::format(at),
+        });
+        if kind == "shop.buy" {
+            event["data"] = json!({"amount": cents as f64 / 100.0, "currency": currency});
+        }
         sent.push(Sent {
-            event: json!({
-                "id": format!("u-{i}"), "type": kind, "environment": environment,
-                "timestamp": telemetry_shared::time::format(at),
-            }),
+            cents,
+            currency,
+            event,
             user,
             environment,
             kind,
@@ -154,6 +249,9 @@ async fn two_thousand_events_from_150_users_give_exact_active_and_new_users() {
         let got = users(&stack, &query).await;
         assert_eq!(got, expected(kind, granularity), "{query}");
     }
+    let want = expected_revenue(&sent);
+    assert_eq!(revenue(&stack, &range).await, want);
+    assert_eq!(want.len(), 3, "three days of purchases");
     let day_totals: u64 = expected(None, "day").values().map(|v| v.0).sum();
     assert!(day_totals > 150, "three days of many users: {day_totals}");
 
@@ -189,6 +287,7 @@ async fn two_thousand_events_from_150_users_give_exact_active_and_new_users() {
             "after the re-send: {query}"
         );
     }
+    assert_eq!(revenue(&stack, &range).await, want, "after the re-send");
 }
 
 /// The marker write against the emulator: created once; a second writer learns the first
