@@ -57,8 +57,6 @@ pub fn delay(cache_seconds: u32) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Decimal(pub i128);
 
-const SCALE: i128 = 1_000_000_000_000;
-
 impl Decimal {
     /// A summable value from its JSON number text (`19.99`, `-3`, `1.5e2`): `None` when it is
     /// not a number or has more than [`MAX_INTEGER_DIGITS`] integer or [`MAX_FRACTION_DIGITS`]
@@ -116,19 +114,7 @@ impl Decimal {
 impl fmt::Display for Decimal {
     /// Plain notation, no trailing fractional zeros: `19.99`, `-3`, `0.000000000001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", format_units(self.0.unsigned_abs(), self.0 < 0))
-    }
-}
-
-fn format_units(abs: u128, negative: bool) -> String {
-    let scale = SCALE as u128;
-    let (int, frac) = (abs / scale, abs % scale);
-    let sign = if negative && abs != 0 { "-" } else { "" };
-    if frac == 0 {
-        format!("{sign}{int}")
-    } else {
-        let frac = format!("{frac:012}");
-        format!("{sign}{int}.{}", frac.trim_end_matches('0'))
+        f.write_str(&format_big(&num_bigint::BigInt::from(self.0)))
     }
 }
 
@@ -372,11 +358,14 @@ impl MetricDefinition {
     /// Whether it applies to an event of `kind` in `environment` whose stream record was
     /// created at `created`.
     pub fn applies(&self, environment: &str, kind: &str, created: DateTime<Utc>) -> bool {
-        let at = |t: &Option<String>| t.as_deref().and_then(crate::time::parse);
         self.kind == kind
             && self.environment.as_deref().is_none_or(|e| e == environment)
-            && at(&Some(self.effective_at.clone())).is_some_and(|e| created >= e)
-            && at(&self.retired_at).is_none_or(|r| created < r)
+            && crate::time::parse(&self.effective_at).is_some_and(|e| created >= e)
+            && self
+                .retired_at
+                .as_deref()
+                .and_then(crate::time::parse)
+                .is_none_or(|r| created < r)
     }
 
     /// Whether reading it needs the event's `data`.
@@ -547,6 +536,17 @@ impl Figures {
         }
         (f, last)
     }
+
+    /// These figures with `more` added: counts and sums add, extremes widen.
+    pub fn plus(self, more: Figures) -> Figures {
+        Figures {
+            count: self.count + more.count,
+            skipped: self.skipped + more.skipped,
+            sum: self.sum.checked_add(more.sum).unwrap_or(self.sum),
+            min: [self.min, more.min].into_iter().flatten().min(),
+            max: [self.max, more.max].into_iter().flatten().max(),
+        }
+    }
 }
 
 /// The partial key of a metric's totals or breakdown.
@@ -645,17 +645,9 @@ pub struct ValueFigures {
 pub struct MetricBucket {
     /// Bucket start.
     pub start: String,
-    /// Records counted.
-    pub count: u64,
-    /// Their exact sum (a JSON number of any length), when the metric sums.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sum: Option<Box<RawValue>>,
-    /// Smallest value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min: Option<Box<RawValue>>,
-    /// Largest value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max: Option<Box<RawValue>>,
+    /// Its count, exact sum (a JSON number of any length), min and max.
+    #[serde(flatten)]
+    pub figures: ValueFigures,
     /// Records whose value could not be summed.
     pub skipped: u64,
     /// The breakdown, when the metric has one.
@@ -687,15 +679,22 @@ impl Acc {
             self.max = Some(self.max.take().map_or(m.clone(), |x| x.max(m)));
         }
     }
-}
 
-fn number(units: &Option<num_bigint::BigInt>, sums: bool) -> Option<Box<RawValue>> {
-    if !sums {
-        return None;
+    /// The answer's figures; `sums`: whether the metric sums (else only the count). A bucket
+    /// with no summed value sums to 0.
+    fn figures(&self, sums: bool) -> ValueFigures {
+        let number = |units: Option<&num_bigint::BigInt>| {
+            units
+                .filter(|_| sums)
+                .and_then(|u| RawValue::from_string(format_big(u)).ok())
+        };
+        ValueFigures {
+            count: self.count,
+            sum: number(Some(self.sum.as_ref().unwrap_or(&num_bigint::BigInt::ZERO))),
+            min: number(self.min.as_ref()),
+            max: number(self.max.as_ref()),
+        }
     }
-    units
-        .as_ref()
-        .and_then(|u| RawValue::from_string(format_big(u)).ok())
 }
 
 /// Adds a metric's partials per bucket (and per value), ordered by bucket start; `sums` says
@@ -720,33 +719,15 @@ pub fn sum_metric(partials: &[StoredPartial], sums: bool, breakdown: bool) -> Ve
         .filter(|(_, a)| a.count + a.skipped > 0)
         .map(|(start, a)| MetricBucket {
             start: start.to_string(),
-            count: a.count,
-            sum: number(&a.sum.clone().or(Some(Default::default())), sums),
-            min: number(&a.min, sums),
-            max: number(&a.max, sums),
+            figures: a.figures(sums),
             skipped: a.skipped,
             values: breakdown.then(|| {
                 values
                     .get(start)
-                    .map(|vs| {
-                        vs.iter()
-                            .map(|(v, a)| {
-                                (
-                                    v.to_string(),
-                                    ValueFigures {
-                                        count: a.count,
-                                        sum: number(
-                                            &a.sum.clone().or(Some(Default::default())),
-                                            sums,
-                                        ),
-                                        min: number(&a.min, sums),
-                                        max: number(&a.max, sums),
-                                    },
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .map(|(v, a)| (v.to_string(), a.figures(sums)))
+                    .collect()
             }),
         })
         .collect()
@@ -755,6 +736,9 @@ pub fn sum_metric(partials: &[StoredPartial], sums: bool, breakdown: bool) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One unit of a [`Decimal`].
+    const SCALE: i128 = 1_000_000_000_000;
 
     fn d(text: &str) -> Option<String> {
         Decimal::parse_value(text).map(|d| d.to_string())

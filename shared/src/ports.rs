@@ -689,12 +689,7 @@ pub mod memory {
                 current.as_ref().map(|(_, s)| s.as_str()),
             );
             let Some(last) = last else { return Ok(0) };
-            let mut f = current.map(|(f, _)| f).unwrap_or_default();
-            f.count += fresh.count;
-            f.skipped += fresh.skipped;
-            f.sum = crate::metric_def::Decimal(f.sum.0 + fresh.sum.0);
-            f.min = [f.min, fresh.min].into_iter().flatten().min();
-            f.max = [f.max, fresh.max].into_iter().flatten().max();
+            let f = current.map(|(f, _)| f).unwrap_or_default().plus(fresh);
             partials.insert(key, (f, last.to_string()));
             Ok(fresh.count + fresh.skipped)
         }

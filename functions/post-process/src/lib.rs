@@ -282,28 +282,33 @@ pub fn aggregate_with(records: &mut [EventRecord], definitions: &[MetricDefiniti
             received_at: r.received,
         })
         .collect();
+    // Each definition's paths, parsed once per batch, not per record.
+    let parsed: Vec<_> = definitions
+        .iter()
+        .map(|d| {
+            (
+                d.sum.as_deref().and_then(metric_def::data_path),
+                d.by.as_deref().and_then(Dimension::parse),
+            )
+        })
+        .collect();
     let mut metric_records = Vec::new();
     for r in &read {
-        for (i, def) in definitions.iter().enumerate() {
+        let data = r
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<&RawValue>(d).ok());
+        for (i, (def, (sum, by))) in definitions.iter().zip(&parsed).enumerate() {
             if !def.applies(&r.event.environment, &r.event.kind, r.created) {
                 continue;
             }
-            let data = r
-                .data
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<&RawValue>(d).ok());
-            let sum = def.sum.as_deref().and_then(metric_def::data_path);
-            let value = def
-                .by
-                .as_deref()
-                .and_then(Dimension::parse)
-                .map(|by| match by {
-                    Dimension::Origin => metric_def::string_value(r.event.origin.as_deref()),
-                    Dimension::Environment => metric_def::string_value(Some(&r.event.environment)),
-                    Dimension::Data(keys) => {
-                        metric_def::breakdown_value(data.and_then(|d| metric_def::lookup(d, &keys)))
-                    }
-                });
+            let value = by.as_ref().map(|by| match by {
+                Dimension::Origin => metric_def::string_value(r.event.origin.as_deref()),
+                Dimension::Environment => metric_def::string_value(Some(&r.event.environment)),
+                Dimension::Data(keys) => {
+                    metric_def::breakdown_value(data.and_then(|d| metric_def::lookup(d, keys)))
+                }
+            });
             metric_records.push((
                 i,
                 MetricRecord {
@@ -396,16 +401,8 @@ impl PostProcess {
             .map(|(marker, seq)| async move {
                 let by = users::by(shard, seq);
                 let expires_at = marker.expires_at(self.replay_horizon);
-                let result = tokio::time::timeout(
-                    deadline.remaining(),
-                    self.markers.first_seen(marker, &by, expires_at),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(telemetry_shared::ports::StoreError::Transient(
-                        "invocation deadline reached".into(),
-                    ))
-                });
+                let result =
+                    within(deadline, self.markers.first_seen(marker, &by, expires_at)).await;
                 (marker, seq, result)
             })
             .collect();
@@ -650,17 +647,7 @@ impl PostProcess {
         ));
         let applies: Vec<_> = updates
             .iter()
-            .map(|u| async move {
-                let applied =
-                    tokio::time::timeout(deadline.remaining(), self.counts.apply(shard, u))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(telemetry_shared::ports::StoreError::Transient(
-                                "invocation deadline reached".into(),
-                            ))
-                        });
-                (u, applied)
-            })
+            .map(|u| async move { (u, within(deadline, self.counts.apply(shard, u)).await) })
             .collect();
         // Built up front: a closure inside the stream would trip rustc's Send inference.
         let results: Vec<_> = futures::stream::iter(applies)
@@ -696,19 +683,12 @@ impl PostProcess {
                 metric_updates.extend(metric_def::metric_updates(&definitions[i].id, &records));
             }
         }
+        let metric_store = self.metrics.as_ref().map(|m| &m.store);
         let metric_applies: Vec<_> = metric_updates
             .iter()
-            .map(|u| async move {
-                let store = &self.metrics.as_ref().expect("metrics configured").store;
-                let applied =
-                    tokio::time::timeout(deadline.remaining(), store.apply_metric(shard, u))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(telemetry_shared::ports::StoreError::Transient(
-                                "invocation deadline reached".into(),
-                            ))
-                        });
-                (u, applied)
+            .filter_map(|u| {
+                let store = metric_store?;
+                Some(async move { (u, within(deadline, store.apply_metric(shard, u)).await) })
             })
             .collect();
         let metric_results: Vec<_> = futures::stream::iter(metric_applies)
@@ -780,6 +760,21 @@ impl PostProcess {
         metrics.flush();
         response
     }
+}
+
+/// `call`, or a transient failure once `deadline` is reached (what is not done is reported and
+/// re-delivered, never left to a killed invocation).
+async fn within<T>(
+    deadline: Deadline,
+    call: impl std::future::Future<Output = Result<T, telemetry_shared::ports::StoreError>>,
+) -> Result<T, telemetry_shared::ports::StoreError> {
+    tokio::time::timeout(deadline.remaining(), call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(telemetry_shared::ports::StoreError::Transient(
+                "invocation deadline reached".into(),
+            ))
+        })
 }
 
 fn failure(seq: Option<String>) -> DynamoDbBatchItemFailure {

@@ -331,10 +331,7 @@ impl Query {
             }
             (&Method::GET, Some(id), false) => {
                 principal.require(Scope::CountsRead)?;
-                match definitions.get_metric(id).await.map_err(table)? {
-                    Some(def) => Ok(api::json_response(200, &def)),
-                    None => Err(ApiError::not_found()),
-                }
+                definition_answer(definitions.get_metric(id).await.map_err(table)?)
             }
             (&Method::GET, Some(id), true) => {
                 principal.require(Scope::CountsRead)?;
@@ -402,11 +399,7 @@ impl Query {
                     ));
                 };
                 if existing.retired_at.is_some() {
-                    return Err(ApiError::new(
-                        api::Refusal::Conflict,
-                        "metric_retired",
-                        "this metric id was deleted; ids are never reused: choose another",
-                    ));
+                    return Err(retired_metric());
                 }
                 if !existing.same_measure(&def) {
                     return Err(ApiError::new(
@@ -420,11 +413,7 @@ impl Query {
                     .await
                     .map_err(table)?
                 {
-                    return Err(ApiError::new(
-                        api::Refusal::Conflict,
-                        "metric_retired",
-                        "this metric id was deleted; ids are never reused: choose another",
-                    ));
+                    return Err(retired_metric());
                 }
                 Ok(api::json_response(
                     200,
@@ -437,18 +426,11 @@ impl Query {
             (&Method::DELETE, Some(id), false) => {
                 principal.require(Scope::Admin)?;
                 let at = telemetry_shared::time::format(chrono::Utc::now() + *delay);
-                if !definitions.retire_metric(id, &at).await.map_err(table)? {
-                    // Missing, or retired before: either way there is nothing to retire.
-                    return match definitions.get_metric(id).await.map_err(table)? {
-                        Some(def) => Ok(api::json_response(200, &def)),
-                        None => Err(ApiError::not_found()),
-                    };
+                // `false`: missing, or retired before; either way the answer is what is stored.
+                if definitions.retire_metric(id, &at).await.map_err(table)? {
+                    tracing::info!(metric = id, by = %principal.sub, retired_at = %at, "metric retired");
                 }
-                tracing::info!(metric = id, by = %principal.sub, retired_at = %at, "metric retired");
-                match definitions.get_metric(id).await.map_err(table)? {
-                    Some(def) => Ok(api::json_response(200, &def)),
-                    None => Err(ApiError::not_found()),
-                }
+                definition_answer(definitions.get_metric(id).await.map_err(table)?)
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -698,6 +680,23 @@ pub fn counts_query(
         from,
         to,
     })
+}
+
+/// A metric definition's answer: 200 with it, or 404.
+fn definition_answer(def: Option<MetricDefinition>) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    match def {
+        Some(def) => Ok(api::json_response(200, &def)),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+/// The refusal of a PUT to a retired metric id.
+fn retired_metric() -> ApiError {
+    ApiError::new(
+        api::Refusal::Conflict,
+        "metric_retired",
+        "this metric id was deleted; ids are never reused: choose another",
+    )
 }
 
 /// Checked parameters of `GET /v1/metrics/{id}/values`: `granularity` (default hour), `from`

@@ -118,18 +118,7 @@ impl CountTable {
                 request.condition_expression("attribute_not_exists(#seq)")
             }
         };
-        match request.update_expression(expression).send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(super::store_error(&e)),
-        }
+        super::conditional(request.update_expression(expression).send().await)
     }
 
     async fn watermark(
@@ -285,6 +274,31 @@ impl CountReader for CountTable {
         to_bucket: &str,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let mut partials = Vec::new();
+        for item in self.items_in_buckets(pk, from_bucket, to_bucket).await? {
+            let bucket = match item.get("sk") {
+                Some(AttributeValue::S(sk)) => sk.split('#').next().unwrap_or_default().to_string(),
+                _ => continue,
+            };
+            let count = match item.get("count") {
+                Some(AttributeValue::N(n)) => n.parse::<u64>().unwrap_or(0),
+                _ => 0,
+            };
+            partials.push((bucket, count));
+        }
+        Ok(partials)
+    }
+}
+
+impl CountTable {
+    /// Every item of `pk` whose sort key starts with a bucket in `from_bucket..=to_bucket`
+    /// (`<bucket>#<shard>`, or `<bucket>#<value>#<shard>`), page by page.
+    async fn items_in_buckets(
+        &self,
+        pk: &str,
+        from_bucket: &str,
+        to_bucket: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
         let mut start = None;
         loop {
             let out = self
@@ -294,28 +308,16 @@ impl CountReader for CountTable {
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
                 .expression_attribute_values(":from", AttributeValue::S(from_bucket.to_string()))
-                // '~' sorts after every shard id character: includes every shard of `to_bucket`.
-                .expression_attribute_values(":to", AttributeValue::S(format!("{to_bucket}#~")))
+                // '$' follows '#': every sort key of `to_bucket`, whatever follows its '#'.
+                .expression_attribute_values(":to", AttributeValue::S(format!("{to_bucket}$")))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| super::store_error(&e))?;
-            for item in out.items() {
-                let bucket = match item.get("sk") {
-                    Some(AttributeValue::S(sk)) => {
-                        sk.split('#').next().unwrap_or_default().to_string()
-                    }
-                    _ => continue,
-                };
-                let count = match item.get("count") {
-                    Some(AttributeValue::N(n)) => n.parse::<u64>().unwrap_or(0),
-                    _ => 0,
-                };
-                partials.push((bucket, count));
-            }
+            items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
-                return Ok(partials);
+                return Ok(items);
             }
         }
     }
@@ -414,18 +416,7 @@ impl CountTable {
             None => request.condition_expression("attribute_not_exists(#seq)"),
         };
         let expression = format!("SET {} ADD #count :n, #skipped :k, #sum :s", set.join(", "));
-        match request.update_expression(expression).send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(super::store_error(&e)),
-        }
+        super::conditional(request.update_expression(expression).send().await)
     }
 }
 
@@ -447,16 +438,16 @@ impl MetricStore for CountTable {
             let Some(last) = last else {
                 return Ok(0); // all applied before: a replay
             };
+            let extremes = Figures {
+                min: seen.as_ref().and_then(|s| s.min),
+                max: seen.as_ref().and_then(|s| s.max),
+                ..Figures::default()
+            }
+            .plus(fresh);
             let next = PartialState {
                 seq: last.to_string(),
-                min: [seen.as_ref().and_then(|s| s.min), fresh.min]
-                    .into_iter()
-                    .flatten()
-                    .min(),
-                max: [seen.as_ref().and_then(|s| s.max), fresh.max]
-                    .into_iter()
-                    .flatten()
-                    .max(),
+                min: extremes.min,
+                max: extremes.max,
             };
             if self
                 .write_metric(update, &sk, seen.as_ref(), &fresh, &next)
@@ -530,52 +521,33 @@ impl MetricReader for CountTable {
         breakdown: bool,
     ) -> Result<Vec<StoredPartial>, StoreError> {
         let mut partials = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
-                .expression_attribute_values(":from", AttributeValue::S(from_bucket.to_string()))
-                // '$' follows '#': every sort key of `to_bucket`, whatever its value.
-                .expression_attribute_values(":to", AttributeValue::S(format!("{to_bucket}$")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| super::store_error(&e))?;
-            for item in out.items() {
-                let Some(AttributeValue::S(sk)) = item.get("sk") else {
-                    continue;
-                };
-                // `<bucket>#<shard>` or `<bucket>#<value>#<shard>` (shard ids hold no '#').
-                let Some((bucket, rest)) = sk.split_once('#') else {
-                    continue;
-                };
-                let value = match (breakdown, rest.rsplit_once('#')) {
-                    (true, Some((value, _))) => Some(value.to_string()),
-                    (true, None) => continue,
-                    (false, _) => None,
-                };
-                let n = |k: &str| match item.get(k) {
-                    Some(AttributeValue::N(n)) => Some(n.clone()),
-                    _ => None,
-                };
-                partials.push(StoredPartial {
-                    bucket: bucket.to_string(),
-                    value,
-                    count: n("count").and_then(|c| c.parse().ok()).unwrap_or(0),
-                    skipped: n("skipped").and_then(|c| c.parse().ok()).unwrap_or(0),
-                    sum: n("sum"),
-                    min: n("min"),
-                    max: n("max"),
-                });
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(partials);
-            }
+        for item in self.items_in_buckets(pk, from_bucket, to_bucket).await? {
+            let Some(AttributeValue::S(sk)) = item.get("sk") else {
+                continue;
+            };
+            // `<bucket>#<shard>` or `<bucket>#<value>#<shard>` (shard ids hold no '#').
+            let Some((bucket, rest)) = sk.split_once('#') else {
+                continue;
+            };
+            let value = match (breakdown, rest.rsplit_once('#')) {
+                (true, Some((value, _))) => Some(value.to_string()),
+                (true, None) => continue,
+                (false, _) => None,
+            };
+            let n = |k: &str| match item.get(k) {
+                Some(AttributeValue::N(n)) => Some(n.clone()),
+                _ => None,
+            };
+            partials.push(StoredPartial {
+                bucket: bucket.to_string(),
+                value,
+                count: n("count").and_then(|c| c.parse().ok()).unwrap_or(0),
+                skipped: n("skipped").and_then(|c| c.parse().ok()).unwrap_or(0),
+                sum: n("sum"),
+                min: n("min"),
+                max: n("max"),
+            });
         }
+        Ok(partials)
     }
 }

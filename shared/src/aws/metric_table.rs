@@ -2,8 +2,6 @@
 //! [`MetricDefinition`]'s serde attributes name them. Retired metrics stay as tombstones.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::metric_def::MetricDefinition;
@@ -33,42 +31,14 @@ fn from_item(
         .map_err(|e| StoreError::Permanent(format!("not a metric definition: {e}")))
 }
 
-/// Whether an update's refusal is its condition (missing or retired), not a failure.
-fn refused(
-    e: &aws_smithy_runtime_api::client::result::SdkError<
-        UpdateItemError,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> bool {
-    matches!(
-        e.as_service_error(),
-        Some(UpdateItemError::ConditionalCheckFailedException(_))
-    )
-}
-
 #[async_trait::async_trait]
 impl MetricDefinitions for MetricTable {
     async fn list_metrics(&self) -> Result<Vec<MetricDefinition>, StoreError> {
-        let mut definitions = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| super::store_error(&e))?;
-            for item in out.items.unwrap_or_default() {
-                definitions.push(from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(definitions);
-            }
-        }
+        super::scan_consistent(&self.client, &self.table)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 
     async fn get_metric(&self, id: &str) -> Result<Option<MetricDefinition>, StoreError> {
@@ -87,26 +57,15 @@ impl MetricDefinitions for MetricTable {
     async fn create_metric(&self, def: &MetricDefinition) -> Result<bool, StoreError> {
         let item = serde_dynamo::aws_sdk_dynamodb_1::to_item(def)
             .map_err(|e| StoreError::Permanent(format!("not an item: {e}")))?;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(super::store_error(&e)),
-        }
+        super::conditional(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(id)")
+                .send()
+                .await,
+        )
     }
 
     async fn describe_metric(
@@ -127,28 +86,20 @@ impl MetricDefinitions for MetricTable {
                 .expression_attribute_values(":d", AttributeValue::S(d.to_string())),
             None => request.update_expression("REMOVE #d"),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if refused(&e) => Ok(false),
-            Err(e) => Err(super::store_error(&e)),
-        }
+        super::conditional(request.send().await)
     }
 
     async fn retire_metric(&self, id: &str, at: &str) -> Result<bool, StoreError> {
-        match self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", AttributeValue::S(id.to_string()))
-            .condition_expression("attribute_exists(id) AND attribute_not_exists(retiredAt)")
-            .update_expression("SET retiredAt = :at")
-            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if refused(&e) => Ok(false),
-            Err(e) => Err(super::store_error(&e)),
-        }
+        super::conditional(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("id", AttributeValue::S(id.to_string()))
+                .condition_expression("attribute_exists(id) AND attribute_not_exists(retiredAt)")
+                .update_expression("SET retiredAt = :at")
+                .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+                .send()
+                .await,
+        )
     }
 }

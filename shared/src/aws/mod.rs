@@ -150,6 +150,54 @@ pub fn describe<E: std::error::Error + 'static>(err: &SdkError<E, HttpResponse>)
     DisplayErrorContext(err).to_string()
 }
 
+/// Every item of `table`, read strongly consistent, page by page (small tables only: routes,
+/// metric definitions).
+pub async fn scan_consistent(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<
+    Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    crate::ports::StoreError,
+> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| store_error(&e))?;
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
+/// A conditional write's outcome: `Ok(true)` written, `Ok(false)` refused by its condition
+/// (`ConditionalCheckFailedException`), else the failure as a [`crate::ports::StoreError`].
+pub fn conditional<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+) -> Result<bool, crate::ports::StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
 /// An SDK error as a [`crate::ports::StoreError`]: `Unavailable` when retrying may help.
 pub fn store_error<E>(err: &SdkError<E, HttpResponse>) -> crate::ports::StoreError
 where

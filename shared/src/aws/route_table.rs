@@ -56,29 +56,14 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Route> {
 impl RouteSource for RouteTableStore {
     async fn list_routes(&self) -> Result<Vec<Route>, StoreError> {
         let mut routes = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| super::store_error(&e))?;
-            for item in out.items() {
-                match from_item(item) {
-                    Some(route) => routes.push(route),
-                    None => tracing::warn!("routes table holds an item that is not a route"),
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                routes.sort_by(|a, b| a.id.cmp(&b.id));
-                return Ok(routes);
+        for item in super::scan_consistent(&self.client, &self.table).await? {
+            match from_item(&item) {
+                Some(route) => routes.push(route),
+                None => tracing::warn!("routes table holds an item that is not a route"),
             }
         }
+        routes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(routes)
     }
 }
 
