@@ -244,10 +244,10 @@ async fn replayed_and_bisected_window_batches_leave_counts_unchanged_on_the_emul
         .await
         .unwrap();
     let handler = post_process::from_config(
-        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([(
-            "COUNTS_TABLE",
-            names.counts_table.as_str(),
-        )]))
+        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([
+            ("COUNTS_TABLE", names.counts_table.as_str()),
+            ("METRICS_TABLE", names.metrics_table.as_str()),
+        ]))
         .unwrap(),
         &sdk,
     );

@@ -109,10 +109,10 @@ async fn forward_and_post_process_also_stop_at_the_deadline() {
         &slow,
     );
     let counts = post_process::from_config(
-        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([(
-            "COUNTS_TABLE",
-            names.counts_table.as_str(),
-        )]))
+        &post_process::Config::from_env(&telemetry_shared::config::Env::from_map([
+            ("COUNTS_TABLE", names.counts_table.as_str()),
+            ("METRICS_TABLE", names.metrics_table.as_str()),
+        ]))
         .unwrap(),
         &slow,
     );

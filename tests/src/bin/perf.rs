@@ -101,6 +101,7 @@ async fn subjects(endpoint: &str) -> Result<Vec<Subject>> {
         ("EVENTS_TABLE", names.events_table.as_str()),
         ("COUNTS_TABLE", names.counts_table.as_str()),
         ("ROUTES_TABLE", names.routes_table.as_str()),
+        ("METRICS_TABLE", names.metrics_table.as_str()),
     ];
     query_env.extend(jwt);
     Ok(vec![
@@ -137,7 +138,10 @@ async fn subjects(endpoint: &str) -> Result<Vec<Subject>> {
         },
         Subject {
             name: "post-process",
-            env: common(&[("COUNTS_TABLE", &names.counts_table)]),
+            env: common(&[
+                ("COUNTS_TABLE", &names.counts_table),
+                ("METRICS_TABLE", &names.metrics_table),
+            ]),
             event: telemetry_shared::sample::window_event_json(100).into_bytes(),
             largest: telemetry_shared::sample::window_event_json(1000).into_bytes(),
             queue: None,
