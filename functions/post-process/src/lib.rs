@@ -438,6 +438,7 @@ impl PostProcess {
     async fn metric_snapshot(
         &self,
         latest: Option<chrono::DateTime<chrono::Utc>>,
+        deadline: Deadline,
     ) -> Result<Option<Arc<metric_def::Snapshot>>, telemetry_shared::ports::StoreError> {
         let (Some(m), Some(latest)) = (&self.metrics, latest) else {
             return Ok(None);
@@ -453,7 +454,7 @@ impl PostProcess {
         }
         // Taken before the read: a definition created after it is not in it.
         let fetched = chrono::Utc::now();
-        let definitions = m.definitions.list_metrics().await?;
+        let definitions = within(deadline, m.definitions.list_metrics()).await?;
         let snapshot = Arc::new(metric_def::Snapshot {
             fetched,
             definitions,
@@ -470,6 +471,7 @@ impl PostProcess {
         m: &MetricsState,
         definitions: &[MetricDefinition],
         records: &mut [(usize, MetricRecord)],
+        deadline: Deadline,
     ) -> Option<String> {
         let mut pending: BTreeMap<(usize, String), String> = BTreeMap::new();
         {
@@ -514,7 +516,7 @@ impl PostProcess {
             };
             let admitted = match known {
                 Some(admitted) => admitted,
-                None => match m.store.admit(id, &value, m.max_values).await {
+                None => match within(deadline, m.store.admit(id, &value, m.max_values)).await {
                     Ok(admission) => {
                         let mut registry = m.registry.lock().unwrap_or_else(|p| p.into_inner());
                         let entry = registry.entry(id.clone()).or_default();
@@ -609,7 +611,7 @@ impl PostProcess {
             .iter()
             .map(|r| r.change.approximate_creation_date_time)
             .max();
-        let (snapshot, definitions_failed) = match self.metric_snapshot(latest).await {
+        let (snapshot, definitions_failed) = match self.metric_snapshot(latest, deadline).await {
             Ok(snapshot) => (snapshot, false),
             Err(e) => {
                 tracing::warn!(error = %e, "metric definitions not read");
@@ -667,7 +669,7 @@ impl PostProcess {
             && !metric_records.is_empty()
         {
             if let Some(cut) = self
-                .resolve_values(m, definitions, &mut metric_records)
+                .resolve_values(m, definitions, &mut metric_records, deadline)
                 .await
                 && metric_cut.as_ref().is_none_or(|c| cut < *c)
             {
