@@ -141,6 +141,8 @@ bench: $(PYTHON_OK)
 	cargo build --release --locked -p ingest -p store -p forward -p post-process -p query -p hello-lambda
 	cargo build -p telemetry-e2e --bin perf
 	scripts/with-emulator.sh $(BENCH_EMULATOR_PORT) sh -c 'target/debug/perf cold-start --runs $(BENCH_RUNS) && target/debug/perf requests --events $(BENCH_EVENTS)'
+	cargo build --release -p telemetry-e2e --bin perf
+	target/release/perf units
 	python3 scripts/bench-summary.py
 
 # The soak at full size (`make test` runs it with 2,000 events).

@@ -139,3 +139,17 @@ if req:
     print(f"     {'total':<50} ${sum(cost.values()):8.3f}")
 else:
     print("   (not measured)")
+
+units = load("units.json").get("units")
+print()
+print(f"4. DynamoDB units per event and post-process's ceiling per shard (simulated: real handlers, in-memory table, {units['rtt_ms'] if units else '?'} ms per call; docs/PERFORMANCE.md)")
+if units:
+    print(f"   {'scenario':<50} {'events':>8} {'per batch':>9} {'store':>6} {'counters':>8} {'markers':>8} {'metrics':>8} {'WRU/ev':>7} {'ms/batch':>9} {'rec/s/shard':>11} {'$/day at 100M':>13}")
+    for s in units["scenarios"]:
+        f = s["figures"]
+        per_day = s["total_wru"] * 100e6 * PRICE["ddb_od_wru_per_m"] / 1e6
+        ms = f["round_trip_ms_per_batch"] + f["cpu_ms_per_batch"]
+        print(f"   {f['name']:<50} {f['events']:>8} {f['records_per_batch']:>9.1f} {f['store_wru']:>6.2f} {f['counter_wru']:>8.2f} {f['marker_wru']:>8.2f} {f['metric_wru']:>8.3f} {s['total_wru']:>7.2f} {ms:>9.1f} {f['ceiling_per_shard']:>11.0f} {per_day:>13.2f}")
+    print("   reads: definitions scan per event " + ", ".join(f"{s['figures']['definition_rru']:.5f}" for s in units["scenarios"]) + " RRU; the API's reads are per request, not per event")
+else:
+    print("   (not measured)")

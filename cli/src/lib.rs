@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod load;
 pub mod local;
+pub mod metrics;
 pub mod replay;
 pub mod send;
 

@@ -46,6 +46,11 @@ enum Command {
     Counts(#[command(flatten)] RangeArgs),
     /// Exact active users per day, week or month (and new users per day) as a table.
     Users(#[command(flatten)] RangeArgs),
+    /// Define, list, read and delete admin-defined metrics (`/v1/metrics`).
+    Metrics {
+        #[command(subcommand)]
+        action: MetricsAction,
+    },
     /// Generate load against an API and print events/s and latency percentiles.
     Load {
         /// Events in all.
@@ -118,6 +123,69 @@ enum Command {
     },
 }
 
+/// The API a client command talks to.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Base URL of the API (default: the local stack's).
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer token (default: a dev token with the scope the command needs).
+    #[arg(long, env = "TELEMETRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum MetricsAction {
+    /// List the metrics (deleted ones included).
+    List(#[command(flatten)] ApiArgs),
+    /// Define a metric (`PUT /v1/metrics/{id}`, scope admin); an existing one only changes its
+    /// description.
+    Define {
+        /// The metric's id.
+        id: String,
+        /// The event type it measures.
+        #[arg(long = "type")]
+        kind: String,
+        /// The numeric path inside data to sum (`data.amount`).
+        #[arg(long)]
+        sum: Option<String>,
+        /// Breakdown: `origin`, `environment` or `data.<path>`.
+        #[arg(long)]
+        by: Option<String>,
+        /// The only environment it measures (default: all).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print a metric's values per bucket, with its breakdown.
+    Values {
+        /// The metric's id.
+        id: String,
+        /// minute, hour (default) or day.
+        #[arg(long)]
+        granularity: Option<String>,
+        /// Start (RFC 3339; default: the API's).
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a metric: it stops applying; what it measured stays readable (scope admin).
+    Delete {
+        /// The metric's id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 /// Points the SDK at the emulator with dummy credentials, unless the caller chose otherwise.
 /// Runs before the runtime starts any thread (setting variables is only sound then).
 fn default_to_emulator() {
@@ -157,6 +225,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Counts(range) => counts(range).await,
         Command::Users(range) => users(range).await,
+        Command::Metrics { action } => metrics(action).await,
         Command::Load {
             events,
             batch,
@@ -198,7 +267,6 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-/// `telemetry counts`: `GET /v1/counts` as a table.
 /// The range options of `telemetry counts` and `telemetry users`.
 #[derive(clap::Args)]
 struct RangeArgs {
@@ -294,6 +362,123 @@ async fn users(range: RangeArgs) -> Result<()> {
             b["active"],
             b["new"].as_u64().map_or(String::new(), |n| n.to_string())
         );
+    }
+    Ok(())
+}
+
+/// One call of the API as the dev user `sub` with `scope` unless a token is given: the answer's
+/// text, or an error with its status and body.
+async fn api_call(
+    api: ApiArgs,
+    scope: &str,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Option<serde_json::Value>,
+) -> Result<String> {
+    let (url, token) = target(api.url, api.token, "metrics-admin", scope)?;
+    let mut request = reqwest::Client::new()
+        .request(
+            method.clone(),
+            format!("{}{path}", url.trim_end_matches('/')),
+        )
+        .query(query)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{method} {path}: {status}: {text}");
+    }
+    Ok(text)
+}
+
+/// `telemetry metrics ...`.
+async fn metrics(action: MetricsAction) -> Result<()> {
+    use telemetry_cli::metrics as m;
+    match action {
+        MetricsAction::List(api) => {
+            let text = api_call(
+                api,
+                "counts:read",
+                reqwest::Method::GET,
+                "/v1/metrics",
+                &[],
+                None,
+            )
+            .await?;
+            print!("{}", m::definitions_table(&serde_json::from_str(&text)?));
+        }
+        MetricsAction::Define {
+            id,
+            kind,
+            sum,
+            by,
+            environment,
+            description,
+            api,
+        } => {
+            let body = m::definition_body(
+                &kind,
+                sum.as_deref(),
+                by.as_deref(),
+                environment.as_deref(),
+                description.as_deref(),
+            );
+            let path = format!("/v1/metrics/{id}");
+            let text = api_call(api, "admin", reqwest::Method::PUT, &path, &[], Some(body)).await?;
+            let def: serde_json::Value = serde_json::from_str(&text)?;
+            println!(
+                "metric {id}: applies to events stored from {}",
+                def["effectiveAt"].as_str().unwrap_or("?")
+            );
+        }
+        MetricsAction::Values {
+            id,
+            granularity,
+            from,
+            to,
+            api,
+        } => {
+            let mut query = Vec::new();
+            query.extend(granularity.map(|g| ("granularity", g)));
+            query.extend(from.map(|f| ("from", f)));
+            query.extend(to.map(|t| ("to", t)));
+            let path = format!("/v1/metrics/{id}/values");
+            let text = api_call(
+                api,
+                "counts:read",
+                reqwest::Method::GET,
+                &path,
+                &query,
+                None,
+            )
+            .await?;
+            let head: serde_json::Value = serde_json::from_str(&text)?;
+            println!(
+                "{id} ({}) per {}, {} .. {}",
+                head["metric"]["type"].as_str().unwrap_or(""),
+                head["granularity"].as_str().unwrap_or(""),
+                head["from"].as_str().unwrap_or(""),
+                head["to"].as_str().unwrap_or("")
+            );
+            print!("{}", m::values_table(&serde_json::from_str(&text)?));
+        }
+        MetricsAction::Delete { id, api } => {
+            let path = format!("/v1/metrics/{id}");
+            let text = api_call(api, "admin", reqwest::Method::DELETE, &path, &[], None).await?;
+            let def: serde_json::Value = serde_json::from_str(&text)?;
+            println!(
+                "metric {id}: stops applying at {}",
+                def["retiredAt"].as_str().unwrap_or("?")
+            );
+        }
     }
     Ok(())
 }
@@ -483,8 +668,11 @@ async fn local(port: u16, prefix: &str) -> Result<()> {
         config.names.stream, config.shards
     );
     println!(
-        "  tables     {}, {}, {}",
-        config.names.events_table, config.names.counts_table, config.names.routes_table
+        "  tables     {}, {}, {}, {}",
+        config.names.events_table,
+        config.names.counts_table,
+        config.names.routes_table,
+        config.names.metrics_table
     );
     println!("  demo route demo.* -> {}", stack.demo_queue_url);
     println!("  dead letters       {}", stack.dlq_url);

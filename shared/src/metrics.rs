@@ -47,11 +47,17 @@ pub enum Metric {
     /// post-process: stream records not counted — not INSERTs, or unreadable (skipped and
     /// logged by sequence number, never failing the batch).
     RecordsSkipped,
+    /// post-process: users added to a day's active users (all types), per `Environment`:
+    /// increments of the exact counters, applied once, so a day's sum is that day's active
+    /// users (by when they were counted).
+    ActiveUsers,
+    /// post-process: new users (all types), per `Environment`, the same way.
+    NewUsers,
 }
 
 impl Metric {
     /// All metrics.
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 16] = [
         Self::EventsAccepted,
         Self::EventsRejected,
         Self::RequestsFailed,
@@ -66,6 +72,8 @@ impl Metric {
         Self::CounterUpdates,
         Self::DuplicatesSkipped,
         Self::RecordsSkipped,
+        Self::ActiveUsers,
+        Self::NewUsers,
     ];
 
     /// The CloudWatch metric name.
@@ -85,6 +93,8 @@ impl Metric {
             Self::CounterUpdates => "CounterUpdates",
             Self::DuplicatesSkipped => "DuplicatesSkipped",
             Self::RecordsSkipped => "RecordsSkipped",
+            Self::ActiveUsers => "ActiveUsers",
+            Self::NewUsers => "NewUsers",
         }
     }
 }
@@ -95,6 +105,7 @@ pub struct Metrics {
     function: &'static str,
     counts: BTreeMap<Metric, u64>,
     rejected: BTreeMap<&'static str, u64>,
+    by_environment: BTreeMap<String, BTreeMap<Metric, u64>>,
 }
 
 impl Metrics {
@@ -104,6 +115,7 @@ impl Metrics {
             function,
             counts: BTreeMap::new(),
             rejected: BTreeMap::new(),
+            by_environment: BTreeMap::new(),
         }
     }
 
@@ -115,6 +127,16 @@ impl Metrics {
     /// Counts one rejected event (or record) under `reason`, in `EventsRejected`.
     pub fn rejected(&mut self, reason: &'static str) {
         *self.rejected.entry(reason).or_default() += 1;
+    }
+
+    /// Adds `n` to `metric` of `environment` (the `Environment` dimension).
+    pub fn add_for_environment(&mut self, metric: Metric, environment: &str, n: u64) {
+        *self
+            .by_environment
+            .entry(environment.to_string())
+            .or_default()
+            .entry(metric)
+            .or_default() += n;
     }
 
     /// The value of `metric` so far.
@@ -142,6 +164,19 @@ impl Metrics {
             doc.insert(name.into(), (*value).into());
             docs.push(Value::Object(doc));
         }
+        for (environment, counts) in &self.by_environment {
+            let mut doc = envelope(
+                timestamp_ms,
+                &["Function", "Environment"],
+                counts.keys().map(|m| m.name()),
+            );
+            doc.insert("Function".into(), self.function.into());
+            doc.insert("Environment".into(), environment.as_str().into());
+            for (metric, value) in counts {
+                doc.insert(metric.name().into(), (*value).into());
+            }
+            docs.push(Value::Object(doc));
+        }
         docs
     }
 
@@ -160,6 +195,7 @@ impl Metrics {
         }
         self.counts.clear();
         self.rejected.clear();
+        self.by_environment.clear();
     }
 }
 
@@ -211,5 +247,28 @@ mod tests {
             docs[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
             json!(["Function", "Reason"])
         );
+    }
+
+    #[test]
+    fn user_figures_carry_their_environment() {
+        let mut m = Metrics::new("post-process");
+        m.add_for_environment(Metric::ActiveUsers, "prod", 2);
+        m.add_for_environment(Metric::ActiveUsers, "prod", 1);
+        m.add_for_environment(Metric::NewUsers, "staging", 4);
+        let docs = m.documents(1);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            (&docs[0]["Environment"], &docs[0]["ActiveUsers"]),
+            (&json!("prod"), &json!(3))
+        );
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            json!(["Function", "Environment"])
+        );
+        assert_eq!(
+            (&docs[1]["Environment"], &docs[1]["NewUsers"]),
+            (&json!("staging"), &json!(4))
+        );
+        assert!(docs[1].get("ActiveUsers").is_none());
     }
 }

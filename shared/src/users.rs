@@ -98,6 +98,16 @@ pub fn new_users_key(environment: &str, kind: &str) -> String {
     format!("{environment}#{kind}#new-day")
 }
 
+/// The all-types figure a partial counter holds, with its environment: `Some((env, false))`
+/// for active users per day, `Some((env, true))` for new users, `None` for any other counter.
+pub fn all_types_daily(pk: &str) -> Option<(&str, bool)> {
+    let active = format!("#{ALL_TYPES}#users-{}", Period::Day.as_str());
+    let new = new_users_key("", ALL_TYPES);
+    pk.strip_suffix(active.as_str())
+        .map(|env| (env, false))
+        .or_else(|| pk.strip_suffix(new.as_str()).map(|env| (env, true)))
+}
+
 /// What a marker stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Marker {
@@ -290,6 +300,24 @@ pub fn sum_users(
 mod tests {
     use super::*;
     use crate::sequence::padded;
+
+    #[test]
+    fn the_daily_all_types_counters_are_recognised_with_their_environment() {
+        let active = Period::Day.counter_key("prod", ALL_TYPES);
+        assert_eq!(all_types_daily(&active), Some(("prod", false)));
+        assert_eq!(
+            all_types_daily(&new_users_key("staging", ALL_TYPES)),
+            Some(("staging", true))
+        );
+        for other in [
+            Period::Week.counter_key("prod", ALL_TYPES),
+            Period::Day.counter_key("prod", "game.start"),
+            new_users_key("prod", "game.start"),
+            "prod#*#day".to_string(),
+        ] {
+            assert_eq!(all_types_daily(&other), None, "{other}");
+        }
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         crate::time::parse(s).unwrap()

@@ -8,6 +8,7 @@
 pub mod aws_proxy;
 pub mod cfn;
 pub mod runtime;
+pub mod units;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -11,8 +11,10 @@ use aws_lambda_events::encodings::Body;
 use serde_json::Value;
 use telemetry_shared::auth::{AuthConfig, VerificationKey, Verifier};
 use telemetry_shared::config::Secret;
+use telemetry_shared::ports::MetricDefinitions;
 use telemetry_shared::ports::memory::{
-    MemoryCounts, MemoryQueues, MemoryRoutes, MemorySink, MemoryStore,
+    MemoryCounts, MemoryMetricDefinitions, MemoryMetrics, MemoryQueues, MemoryRoutes, MemorySink,
+    MemoryStore,
 };
 use telemetry_shared::route::Route;
 
@@ -38,12 +40,18 @@ fn body(r: &ApiGatewayV2httpResponse) -> Value {
 }
 
 fn query_handler() -> query::Query {
+    query_with(Arc::new(MemoryMetricDefinitions::default()))
+}
+
+/// The query handler with the metrics defined in `definitions`.
+fn query_with(definitions: Arc<MemoryMetricDefinitions>) -> query::Query {
     query::Query::new(
         verifier(),
         Arc::new(MemoryStore::default()),
         Arc::new(MemoryCounts::default()),
         Arc::new(MemoryRoutes::default()),
     )
+    .with_metrics(definitions, Arc::new(MemoryMetrics::default()), 60)
 }
 
 async fn check(name: &str, text: &str) {
@@ -69,6 +77,46 @@ async fn check(name: &str, text: &str) {
             let b = body(&r);
             assert_eq!(b["type"], "game.level_completed");
             assert_eq!(b["granularity"], "hour");
+        }
+        "query-get-users.json" => {
+            let r = query_handler()
+                .handle(&serde_json::from_str(text).unwrap())
+                .await;
+            assert_eq!(r.status_code, 200, "{:?}", r.body);
+            let b = body(&r);
+            assert_eq!(b["granularity"], "day");
+            assert_eq!(b["buckets"], serde_json::json!([]));
+        }
+        "query-put-metric.json" => {
+            let r = query_handler()
+                .handle(&serde_json::from_str(text).unwrap())
+                .await;
+            assert_eq!(r.status_code, 201, "{:?}", r.body);
+            assert_eq!(body(&r)["id"], "revenue");
+            assert_eq!(body(&r)["by"], "data.currency");
+        }
+        "query-get-metric-values.json" => {
+            // The metric the PUT fixture defines.
+            let definitions = Arc::new(MemoryMetricDefinitions::default());
+            let input: telemetry_shared::metric_def::MetricInput = serde_json::from_value(
+                serde_json::json!({"type": "game.purchase", "sum": "data.amount", "by": "data.currency"}),
+            )
+            .unwrap();
+            let def = input
+                .into_definition(
+                    "revenue",
+                    chrono::Utc::now(),
+                    chrono::Duration::seconds(120),
+                )
+                .unwrap();
+            assert!(definitions.create_metric(&def).await.unwrap());
+            let r = query_with(definitions)
+                .handle(&serde_json::from_str(text).unwrap())
+                .await;
+            assert_eq!(r.status_code, 200, "{:?}", r.body);
+            let b = body(&r);
+            assert_eq!(b["metric"]["id"], "revenue");
+            assert_eq!(b["buckets"], serde_json::json!([]));
         }
         "query-put-route.json" => {
             let h = query_handler();

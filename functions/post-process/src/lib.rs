@@ -717,6 +717,16 @@ impl PostProcess {
             match result {
                 Ok(n) => {
                     applied += n;
+                    if let Some((environment, new)) = users::all_types_daily(&update.id.pk)
+                        && n > 0
+                    {
+                        let metric = if new {
+                            Metric::NewUsers
+                        } else {
+                            Metric::ActiveUsers
+                        };
+                        metrics.add_for_environment(metric, environment, n);
+                    }
                     let skipped = update.seqs.len() as u64 - n;
                     if skipped > 0 {
                         metrics.add(Metric::DuplicatesSkipped, skipped);

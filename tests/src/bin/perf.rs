@@ -8,6 +8,9 @@
 //!   request by operation beside the minimum for the batches as they were delivered, and what
 //!   that costs per million events at list prices.
 //!
+//! * `perf units`: DynamoDB units per event and post-process's ceiling per shard, by simulation
+//!   (no emulator: see `telemetry_e2e::units`).
+//!
 //! Each writes its figures as JSON to `target/bench/` for the summary table.
 
 use std::collections::BTreeMap;
@@ -565,6 +568,37 @@ async fn futures_join<F: std::future::Future>(
         .await
 }
 
+/// `perf units`: the simulation, printed.
+fn units() -> Result<Value> {
+    use telemetry_e2e::units;
+    // Its own runtime on a paused clock (the round trips are virtual), off this one.
+    let figures = std::thread::spawn(units::run_all)
+        .join()
+        .map_err(|_| anyhow::anyhow!("the simulation panicked"))?;
+    println!(
+        "DynamoDB units per event (1 KB writes, refused conditional writes billed) and post-process per shard, {} ms per call",
+        units::RTT.as_millis()
+    );
+    for f in &figures {
+        println!(
+            "{}: {} events, {} batches of {:.1}: store {:.2} + counters {:.2} + markers {:.2} + metrics {:.2} = {:.2} WRU/event; {:.1} ms round trips + {:.2} ms CPU per batch -> {:.0} records/s per shard",
+            f.name,
+            f.events,
+            f.batches,
+            f.records_per_batch,
+            f.store_wru,
+            f.counter_wru,
+            f.marker_wru,
+            f.metric_wru,
+            f.total_wru(),
+            f.round_trip_ms_per_batch,
+            f.cpu_ms_per_batch,
+            f.ceiling_per_shard
+        );
+    }
+    Ok(json!({ "units": units::report(&figures) }))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -580,7 +614,10 @@ async fn main() -> Result<()> {
     let (name, figures) = match args.first().map(String::as_str) {
         Some("cold-start") => ("lambda.json", cold_start(flag("--runs", 20)).await?),
         Some("requests") => ("requests.json", requests(flag("--events", 10_000)).await?),
-        _ => bail!("usage: perf cold-start [--runs 20] | perf requests [--events 10000]"),
+        Some("units") => ("units.json", units()?),
+        _ => bail!(
+            "usage: perf cold-start [--runs 20] | perf requests [--events 10000] | perf units"
+        ),
     };
     let mut all: BTreeMap<String, Value> = BTreeMap::new();
     if let Value::Object(map) = figures {
