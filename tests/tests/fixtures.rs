@@ -200,5 +200,5 @@ async fn every_fixture_is_accepted_by_its_handler() {
         check(&name, &std::fs::read_to_string(&path).unwrap()).await;
         checked += 1;
     }
-    assert_eq!(checked, 6);
+    assert_eq!(checked, 9);
 }
