@@ -299,24 +299,26 @@ struct RangeArgs {
 /// heading; a refusal is an error with its status and body. What is not given is the API's
 /// default.
 async fn range_answer(path: &str, range: RangeArgs) -> Result<serde_json::Value> {
-    let (url, token) = target(range.url, range.token, "counts-reader", "counts:read")?;
     let mut query = vec![("environment", range.environment)];
     query.extend(range.granularity.map(|g| ("granularity", g)));
     query.extend(range.kind.map(|k| ("type", k)));
     query.extend(range.from.map(|f| ("from", f)));
     query.extend(range.to.map(|t| ("to", t)));
-    let response = reqwest::Client::new()
-        .get(format!("{}{path}", url.trim_end_matches('/')))
-        .query(&query)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("GET {path}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("{status}: {body}");
-    }
+    let api = ApiArgs {
+        url: range.url,
+        token: range.token,
+    };
+    let text = api_call(
+        api,
+        "counts-reader",
+        "counts:read",
+        reqwest::Method::GET,
+        path,
+        &query,
+        None,
+    )
+    .await?;
+    let body: serde_json::Value = serde_json::from_str(&text)?;
     println!(
         "{} {} {}, environment {}, {} .. {}",
         body["type"].as_str().unwrap_or("all types"),
@@ -366,17 +368,18 @@ async fn users(range: RangeArgs) -> Result<()> {
     Ok(())
 }
 
-/// One call of the API as the dev user `sub` with `scope` unless a token is given: the answer's
-/// text, or an error with its status and body.
+/// One call of the API, as the dev user `dev_user` with `scope` unless a token is given: the
+/// answer's text, or an error with its status and body.
 async fn api_call(
     api: ApiArgs,
+    dev_user: &str,
     scope: &str,
     method: reqwest::Method,
     path: &str,
     query: &[(&str, String)],
     body: Option<serde_json::Value>,
 ) -> Result<String> {
-    let (url, token) = target(api.url, api.token, "metrics-admin", scope)?;
+    let (url, token) = target(api.url, api.token, dev_user, scope)?;
     let mut request = reqwest::Client::new()
         .request(
             method.clone(),
@@ -406,6 +409,7 @@ async fn metrics(action: MetricsAction) -> Result<()> {
         MetricsAction::List(api) => {
             let text = api_call(
                 api,
+                "metrics-admin",
                 "counts:read",
                 reqwest::Method::GET,
                 "/v1/metrics",
@@ -432,7 +436,16 @@ async fn metrics(action: MetricsAction) -> Result<()> {
                 description.as_deref(),
             );
             let path = format!("/v1/metrics/{id}");
-            let text = api_call(api, "admin", reqwest::Method::PUT, &path, &[], Some(body)).await?;
+            let text = api_call(
+                api,
+                "metrics-admin",
+                "admin",
+                reqwest::Method::PUT,
+                &path,
+                &[],
+                Some(body),
+            )
+            .await?;
             let def: serde_json::Value = serde_json::from_str(&text)?;
             println!(
                 "metric {id}: applies to events stored from {}",
@@ -453,6 +466,7 @@ async fn metrics(action: MetricsAction) -> Result<()> {
             let path = format!("/v1/metrics/{id}/values");
             let text = api_call(
                 api,
+                "metrics-admin",
                 "counts:read",
                 reqwest::Method::GET,
                 &path,
@@ -472,7 +486,16 @@ async fn metrics(action: MetricsAction) -> Result<()> {
         }
         MetricsAction::Delete { id, api } => {
             let path = format!("/v1/metrics/{id}");
-            let text = api_call(api, "admin", reqwest::Method::DELETE, &path, &[], None).await?;
+            let text = api_call(
+                api,
+                "metrics-admin",
+                "admin",
+                reqwest::Method::DELETE,
+                &path,
+                &[],
+                None,
+            )
+            .await?;
             let def: serde_json::Value = serde_json::from_str(&text)?;
             println!(
                 "metric {id}: stops applying at {}",

@@ -67,14 +67,15 @@ pub fn definitions_table(answer: &Value) -> String {
 pub struct ValuesAnswer {
     /// The buckets.
     #[serde(default)]
-    pub buckets: Vec<ValuesBucket>,
+    pub buckets: Vec<Figures>,
 }
 
-/// One bucket of a [`ValuesAnswer`] (its fields written out: `RawValue` cannot sit under
-/// `flatten`).
+/// A bucket's figures, or (without `start`, `skipped` and `values`) one breakdown value's.
+/// Its fields are written out: `RawValue` cannot sit under `flatten`.
 #[derive(Debug, Deserialize)]
-pub struct ValuesBucket {
-    /// Bucket start.
+pub struct Figures {
+    /// Bucket start (empty for a breakdown value).
+    #[serde(default)]
     pub start: String,
     /// Records.
     pub count: u64,
@@ -92,23 +93,7 @@ pub struct ValuesBucket {
     pub skipped: u64,
     /// The breakdown.
     #[serde(default)]
-    pub values: Option<BTreeMap<String, ValueFigures>>,
-}
-
-/// A breakdown value's count, sum, min and max.
-#[derive(Debug, Deserialize)]
-pub struct ValueFigures {
-    /// Records.
-    pub count: u64,
-    /// Their exact sum.
-    #[serde(default)]
-    pub sum: Option<Box<RawValue>>,
-    /// Smallest value.
-    #[serde(default)]
-    pub min: Option<Box<RawValue>>,
-    /// Largest value.
-    #[serde(default)]
-    pub max: Option<Box<RawValue>>,
+    pub values: Option<BTreeMap<String, Figures>>,
 }
 
 /// The values answer as a table: one line per bucket (count, sum, min, max, skipped), then one
@@ -117,35 +102,35 @@ pub fn values_table(answer: &ValuesAnswer) -> String {
     if answer.buckets.is_empty() {
         return "  (nothing measured in this range)\n".into();
     }
-    let text = |v: &Option<Box<RawValue>>| v.as_ref().map_or("", |v| v.get()).to_string();
     let mut out = format!(
         "  {:<24}  {:>10}  {:>18}  {:>12}  {:>12}  {:>8}\n",
         "start", "count", "sum", "min", "max", "skipped"
     );
     for b in &answer.buckets {
-        let _ = writeln!(
-            out,
-            "  {:<24}  {:>10}  {:>18}  {:>12}  {:>12}  {:>8}",
-            b.start,
-            b.count,
-            text(&b.sum),
-            text(&b.min),
-            text(&b.max),
-            b.skipped
-        );
+        row(&mut out, "  ", &b.start, b, Some(b.skipped));
         for (value, f) in b.values.iter().flatten() {
-            let _ = writeln!(
-                out,
-                "    {:<22}  {:>10}  {:>18}  {:>12}  {:>12}",
-                value,
-                f.count,
-                text(&f.sum),
-                text(&f.min),
-                text(&f.max)
-            );
+            row(&mut out, "    ", value, f, None);
         }
     }
     out
+}
+
+/// One line of [`values_table`]: `label` after `indent`, the figures in their columns.
+fn row(out: &mut String, indent: &str, label: &str, f: &Figures, skipped: Option<u64>) {
+    let text = |v: &Option<Box<RawValue>>| v.as_ref().map_or("", |v| v.get()).to_string();
+    let _ = write!(
+        out,
+        "{indent}{label:<width$}  {:>10}  {:>18}  {:>12}  {:>12}",
+        f.count,
+        text(&f.sum),
+        text(&f.min),
+        text(&f.max),
+        width = 26 - indent.len()
+    );
+    if let Some(n) = skipped {
+        let _ = write!(out, "  {n:>8}");
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

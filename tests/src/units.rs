@@ -426,11 +426,6 @@ pub fn run_all() -> Vec<Figures> {
         .collect::<Vec<_>>()
 }
 
-/// What the table's figures cost per day at `events_per_day`, at `price_per_million_wru`.
-pub fn cost_per_day(f: &Figures, events_per_day: f64, price_per_million_wru: f64) -> f64 {
-    f.total_wru() * events_per_day * price_per_million_wru / 1e6
-}
-
 /// The figures as `perf units` writes them.
 pub fn report(figures: &[Figures]) -> Value {
     json!({
