@@ -18,7 +18,7 @@
 //! applies, which is stable under replays but can be later than the user's true first receipt
 //! when ingest shards or store lags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
@@ -260,6 +260,225 @@ pub fn user_updates(
     crate::count::updates(counters)
 }
 
+/// The markers of `resolved` (marker → `by`) that a warm function may remember as settled
+/// once the batch of `shard` (its records' receive times by sequence number,
+/// [`received_by_seq`]) has been answered with `failed_from` (the first record reported
+/// failed, padded; `None`: none): every marker another shard or an earlier batch created,
+/// and those created by a record of this batch below `failed_from` — its count is applied.
+/// A marker created by a record that is re-delivered is not settled: the re-delivery must
+/// find its `by` again (from the store) to count it.
+pub fn settled<'a>(
+    shard: &str,
+    received: &BTreeMap<String, DateTime<Utc>>,
+    resolved: &'a BTreeMap<Marker, String>,
+    failed_from: Option<&str>,
+) -> impl Iterator<Item = &'a Marker> {
+    let prefix = format!("{shard}#");
+    let received: std::collections::BTreeSet<&str> = received.keys().map(String::as_str).collect();
+    let failed_from = failed_from.map(str::to_string);
+    resolved.iter().filter_map(move |(marker, by)| {
+        let ours = by
+            .strip_prefix(&prefix)
+            .filter(|seq| received.contains(seq));
+        match (ours, &failed_from) {
+            (Some(seq), Some(failed)) if seq >= failed.as_str() => None,
+            _ => Some(marker),
+        }
+    })
+}
+
+/// The markers a warm function knows to be settled (see [`settled`]): a hit costs no write and
+/// counts nothing. Sized in users, not markers, so that a shard's users fit: per user
+/// (`<environment>#<user>`) one 8-byte entry per event type it sent (and `*`) holding the
+/// latest day, ISO week and month bucket whose marker is settled and whether its "ever"
+/// marker is — about 200 bytes a user (`perf units` prints the figure). Only the latest bucket
+/// of each period is kept: a late event for an earlier one costs a (refused) write.
+///
+/// Two generations: when the newer holds `capacity` users it becomes the older one and the
+/// older is dropped; a user found in the older moves to the newer. So the `capacity` users seen
+/// most recently are always remembered (a shard whose active users fit never writes a settled
+/// marker again) and at most twice as many are held.
+#[derive(Debug, Default)]
+pub struct SeenCache {
+    capacity: usize,
+    current: HashMap<Box<str>, Vec<u64>>,
+    previous: HashMap<Box<str>, Vec<u64>>,
+    /// Event types (and `*`) by number.
+    kinds: HashMap<Box<str>, u64>,
+}
+
+/// An entry: the type's number in the top 15 bits, the "ever" flag, then the day numbers
+/// (days since 1970-01-01; 0: none) of the latest settled day, week and month buckets.
+const KIND_SHIFT: u32 = 49;
+const EVER: u64 = 1 << 48;
+/// Types a cache numbers; markers of further types are not cached.
+const MAX_KINDS: usize = 1 << 15;
+/// Types a cache keeps per user; markers of further types are not cached.
+const PER_USER: usize = 64;
+
+fn slot_shift(p: Period) -> u32 {
+    match p {
+        Period::Day => 32,
+        Period::Week => 16,
+        Period::Month => 0,
+    }
+}
+
+impl SeenCache {
+    /// A cache remembering at least the `capacity` users seen last (0: remembers nothing).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    /// Users remembered.
+    pub fn users(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// Markers remembered.
+    pub fn markers(&self) -> usize {
+        let markers = |e: &u64| {
+            let periods = Period::ALL
+                .into_iter()
+                .filter(|p| (e >> slot_shift(*p)) & 0xffff != 0)
+                .count();
+            periods + usize::from(e & EVER != 0)
+        };
+        self.current
+            .values()
+            .chain(self.previous.values())
+            .flatten()
+            .map(markers)
+            .sum()
+    }
+
+    /// Roughly the heap the cache holds: keys, entries, and the maps' slots.
+    pub fn approx_bytes(&self) -> usize {
+        let maps = self.current.capacity() + self.previous.capacity();
+        let slots = maps * (std::mem::size_of::<(Box<str>, Vec<u64>)>() + 1);
+        let heap: usize = self
+            .current
+            .iter()
+            .chain(self.previous.iter())
+            .map(|(k, v)| k.len() + v.capacity() * 8)
+            .sum();
+        slots + heap + self.kinds.keys().map(|k| k.len() + 24).sum::<usize>()
+    }
+
+    /// The type's number (numbered now when `number`), and what `m` needs of its entry:
+    /// the slot's shift and day number, or `None` for the "ever" marker.
+    fn locate(&mut self, m: &Marker, number: bool) -> Option<(u64, Option<(u32, u64)>)> {
+        let kind = match self.kinds.get(m.kind.as_str()) {
+            Some(k) => *k,
+            None if number && self.kinds.len() < MAX_KINDS => {
+                let k = self.kinds.len() as u64;
+                self.kinds.insert(m.kind.as_str().into(), k);
+                k
+            }
+            None => return None,
+        };
+        let slot = match &m.period {
+            Some((p, bucket)) => {
+                let day = u16::try_from(bucket_day(bucket)?).ok()?;
+                Some((slot_shift(*p), u64::from(day)))
+            }
+            None => None,
+        };
+        Some((kind, slot))
+    }
+
+    fn user_key(m: &Marker) -> String {
+        format!("{}#{}", m.environment, m.user)
+    }
+
+    /// Whether `m` is known settled (its user becomes one of the most recently used).
+    pub fn contains(&mut self, m: &Marker) -> bool {
+        let Some((kind, slot)) = self.locate(m, false) else {
+            return false;
+        };
+        let key = Self::user_key(m);
+        let holds = |entries: &[u64]| {
+            entries
+                .iter()
+                .find(|e| *e >> KIND_SHIFT == kind)
+                .is_some_and(|e| match slot {
+                    Some((shift, day)) => (e >> shift) & 0xffff == day,
+                    None => e & EVER != 0,
+                })
+        };
+        if let Some(entries) = self.current.get(key.as_str()) {
+            return holds(entries);
+        }
+        match self.previous.remove_entry(key.as_str()) {
+            Some((key, entries)) => {
+                let hit = holds(&entries);
+                self.promote(key, entries);
+                hit
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers `m` as settled (a bucket earlier than the one its period holds is not kept).
+    pub fn insert(&mut self, m: &Marker) {
+        if self.capacity == 0 {
+            return;
+        }
+        let Some((kind, slot)) = self.locate(m, true) else {
+            return;
+        };
+        let key = Self::user_key(m);
+        if !self.current.contains_key(key.as_str()) {
+            let (user, entries) = self
+                .previous
+                .remove_entry(key.as_str())
+                .unwrap_or_else(|| (key.as_str().into(), Vec::new()));
+            self.promote(user, entries);
+        }
+        let Some(entries) = self.current.get_mut(key.as_str()) else {
+            return;
+        };
+        let entry = match entries.iter().position(|e| *e >> KIND_SHIFT == kind) {
+            Some(i) => &mut entries[i],
+            None if entries.len() < PER_USER => {
+                entries.reserve_exact(1);
+                entries.push(kind << KIND_SHIFT);
+                let last = entries.len() - 1;
+                &mut entries[last]
+            }
+            None => return,
+        };
+        match slot {
+            Some((shift, day)) if (*entry >> shift) & 0xffff < day => {
+                *entry = (*entry & !(0xffff << shift)) | (day << shift);
+            }
+            Some(_) => {}
+            None => *entry |= EVER,
+        }
+    }
+
+    /// Puts a user in the newer generation, turning it into the older one first when full.
+    fn promote(&mut self, key: Box<str>, entries: Vec<u64>) {
+        if self.current.len() >= self.capacity {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, entries);
+    }
+}
+
+/// The day number (days since 1970-01-01) of a bucket's `YYYY-MM-DD…` start.
+fn bucket_day(bucket: &str) -> Option<u32> {
+    let year = bucket.get(0..4)?.parse().ok()?;
+    let month = bucket.get(5..7)?.parse().ok()?;
+    let day = bucket.get(8..10)?.parse().ok()?;
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    u32::try_from((date - epoch).num_days()).ok()
+}
+
 /// One bucket of a users answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsersBucket {
@@ -427,6 +646,124 @@ mod tests {
                 .iter()
                 .all(|u| u.seqs == vec![padded("5").unwrap()])
         );
+    }
+
+    fn marker(kind: &str, period: Option<(Period, &str)>, user: &str) -> Marker {
+        Marker {
+            environment: "prod".into(),
+            kind: kind.into(),
+            period: period.map(|(p, b)| (p, b.to_string())),
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn only_markers_whose_count_is_applied_are_settled() {
+        let events = [
+            ev(5, "a", "x", "2026-12-03T10:00:00Z"),
+            ev(7, "b", "x", "2026-12-03T11:00:00Z"),
+        ];
+        let received = received_by_seq(&events);
+        let day = Some((Period::Day, "2026-12-03T00:00:00Z"));
+        let resolved: BTreeMap<Marker, String> = [
+            (marker("x", day, "a"), by("s1", &padded("5").unwrap())),
+            (marker("x", day, "b"), by("s1", &padded("7").unwrap())),
+            (marker("x", day, "c"), by("s2", &padded("7").unwrap())), // another shard's
+            (marker("x", day, "d"), by("s1", &padded("2").unwrap())), // an earlier batch's
+        ]
+        .into_iter()
+        .collect();
+        let users = |failed: Option<&str>| -> Vec<String> {
+            settled("s1", &received, &resolved, failed)
+                .map(|m| m.user.clone())
+                .collect()
+        };
+        assert_eq!(users(None), ["a", "b", "c", "d"]);
+        // Record 7 is re-delivered: the marker it created must be found again, not cached.
+        assert_eq!(users(Some(&padded("7").unwrap())), ["a", "c", "d"]);
+        assert_eq!(users(Some(&padded("5").unwrap())), ["c", "d"]);
+    }
+
+    #[test]
+    fn the_cache_knows_each_marker_it_was_told_and_nothing_else() {
+        let mut cache = SeenCache::new(10);
+        let day = marker("x", Some((Period::Day, "2026-12-03T00:00:00Z")), "a#1");
+        assert!(!cache.contains(&day));
+        cache.insert(&day);
+        assert!(cache.contains(&day));
+        for other in [
+            marker("y", Some((Period::Day, "2026-12-03T00:00:00Z")), "a#1"),
+            marker("x", Some((Period::Week, "2026-12-03T00:00:00Z")), "a#1"),
+            marker("x", Some((Period::Day, "2026-12-04T00:00:00Z")), "a#1"),
+            marker("x", None, "a#1"),
+            marker("x", Some((Period::Day, "2026-12-03T00:00:00Z")), "a#2"),
+            Marker {
+                environment: "staging".into(),
+                ..day.clone()
+            },
+        ] {
+            assert!(!cache.contains(&other), "{other:?}");
+        }
+        assert_eq!((cache.users(), cache.markers()), (1, 1));
+        assert!(!SeenCache::new(0).contains(&day));
+        let mut none = SeenCache::new(0);
+        none.insert(&day);
+        assert!(!none.contains(&day), "capacity 0 remembers nothing");
+    }
+
+    #[test]
+    fn the_cache_keeps_its_recent_users_within_its_capacity() {
+        let mut cache = SeenCache::new(2);
+        let m = |user: &str| marker("x", None, user);
+        for user in ["u1", "u2", "u3", "u4", "u5"] {
+            cache.insert(&m(user));
+            assert!(cache.users() <= 4, "at most twice the capacity");
+        }
+        // The two seen last (and u5) are known; the oldest are gone.
+        assert!(!cache.contains(&m("u1")) && !cache.contains(&m("u2")));
+        assert!(cache.contains(&m("u4")) && cache.contains(&m("u5")));
+        // Using u3 keeps it through the next turns, while u4 goes.
+        assert!(cache.contains(&m("u3")));
+        cache.insert(&m("u6"));
+        cache.insert(&m("u7"));
+        assert!(cache.contains(&m("u3")) && cache.contains(&m("u7")));
+        assert!(!cache.contains(&m("u4")));
+        assert!(cache.users() <= 4);
+    }
+
+    #[test]
+    fn a_user_keeps_its_latest_bucket_per_period_and_its_ever_markers() {
+        let mut cache = SeenCache::new(4);
+        let day = |d: &str| marker("x", Some((Period::Day, d)), "a");
+        let (dec3, dec4) = ("2026-12-03T00:00:00Z", "2026-12-04T00:00:00Z");
+        let ever = marker("x", None, "a");
+        let week = marker("x", Some((Period::Week, "2026-11-30T00:00:00Z")), "a");
+        for m in [&ever, &day(dec3), &week] {
+            cache.insert(m);
+        }
+        assert!(cache.contains(&ever) && cache.contains(&day(dec3)) && cache.contains(&week));
+        cache.insert(&day(dec4));
+        assert!(
+            cache.contains(&day(dec4)),
+            "the later day replaces the earlier"
+        );
+        assert!(!cache.contains(&day(dec3)));
+        cache.insert(&day(dec3));
+        assert!(
+            cache.contains(&day(dec4)),
+            "a late event does not take the place back"
+        );
+        assert!(cache.contains(&ever) && cache.contains(&week));
+        assert_eq!((cache.users(), cache.markers()), (1, 3));
+        // One entry per type, up to PER_USER types.
+        for k in 0..PER_USER + 3 {
+            cache.insert(&marker(&format!("t{k}"), None, "a"));
+        }
+        assert!(cache.contains(&marker("t0", None, "a")));
+        assert!(!cache.contains(&marker(&format!("t{}", PER_USER + 2), None, "a")));
+        assert!(cache.approx_bytes() >= PER_USER * 8);
+        assert_eq!(bucket_day("1970-01-02T00:00:00Z"), Some(1));
+        assert_eq!(bucket_day("not a bucket"), None);
     }
 
     #[test]

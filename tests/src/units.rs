@@ -11,17 +11,22 @@
 //!
 //! The mix (issue "Answers", item 6): 1,000 users × 100 events a day over 10 types, 5 %
 //! purchases, two admin-defined metrics (revenue by currency, completed levels by platform).
-//! Two scenarios:
+//! Three scenarios:
 //! * **the mix as it arrives**: 100,000 events over a real day on one shard (a table this small
-//!   has one partition), batches formed as Lambda forms them (100 records or 1 s of arrivals);
+//!   has one partition), batches formed as Lambda forms them (100 records, the template's
+//!   10 s batching window, or the end of the minute's tumbling window);
 //! * **100 M events a day**: one of 4 shards (~290 records/s each), as a scale model — 2,500
-//!   users with a marker cache of 1,000 stand for the shard's 250,000 users and the default
-//!   cache of 100,000 (the same ratio, so the same misses), their day compressed into the
-//!   862 s it takes the shard to receive 250,000 records, so batches are full, as they are then.
+//!   users with a cache of 2,500 users stand for the shard's 250,000 users and the default
+//!   `USER_CACHE_USERS` of 250,000 (the same ratio, so the same misses), their day compressed
+//!   into the 862 s it takes the shard to receive 250,000 records, so batches are full, as they
+//!   are then.
 //!
-//! Both start with no markers: every marker of the day is written (created or, after the cache
-//! was cleared, refused — billed the same), so the marker figure is that of a first day, an upper
-//! bound for the others.
+//! * **the same with a cold start at midday**: the instance replaced (Lambda recycles them),
+//!   so its cache starts empty and every user's markers are written again, refused.
+//!
+//! All start with no markers: every marker of the day is written once (and again, refused but
+//! billed, whenever the cache has dropped it), so the marker figure is that of a first day, an
+//! upper bound for the others.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,26 +166,43 @@ pub struct Scenario {
     pub per_user: usize,
     /// Seconds over which the events arrive (and are timestamped).
     pub seconds: u32,
-    /// Markers a warm post-process remembers.
-    pub marker_cache: usize,
+    /// Users whose markers a warm post-process remembers (`USER_CACHE_USERS`).
+    pub user_cache: usize,
+    /// Lambda's batching window for post-process (`CountsBatchingWindowSeconds`).
+    pub batching_seconds: u32,
+    /// Whether the function instance is replaced (a cold start, its cache empty) halfway.
+    pub cold_start_halfway: bool,
 }
 
-/// The two scenarios of the module docs.
-pub fn scenarios() -> [Scenario; 2] {
+/// The scenarios of the module docs.
+pub fn scenarios() -> [Scenario; 3] {
     [
         Scenario {
             name: "mix: 1,000 users x 100 events/day, one shard",
             users: 1_000,
             per_user: 100,
             seconds: 86_400,
-            marker_cache: 100_000,
+            user_cache: post_process::DEFAULT_USER_CACHE,
+            batching_seconds: 10,
+            cold_start_halfway: false,
         },
         Scenario {
             name: "100 M events/day: one of 4 shards (scale model)",
             users: 2_500,
             per_user: 100,
             seconds: 862,
-            marker_cache: 1_000,
+            user_cache: 2_500,
+            batching_seconds: 10,
+            cold_start_halfway: false,
+        },
+        Scenario {
+            name: "the same, the instance replaced at midday",
+            users: 2_500,
+            per_user: 100,
+            seconds: 862,
+            user_cache: 2_500,
+            batching_seconds: 10,
+            cold_start_halfway: true,
         },
     ]
 }
@@ -233,8 +255,14 @@ pub struct Figures {
     pub metric_wru: f64,
     /// Read units per event: the definitions' scans.
     pub definition_rru: f64,
-    /// Marker writes refused (they existed: written again after the cache was cleared).
+    /// Marker writes refused (they existed: written again after the cache dropped them).
     pub markers_refused: u64,
+    /// Users and markers the warm cache held at the end, and its approximate bytes per user.
+    pub cache_users: usize,
+    /// See `cache_users`.
+    pub cache_markers: usize,
+    /// See `cache_users`.
+    pub cache_bytes_per_user: f64,
     /// Average virtual (round-trip) milliseconds per batch.
     pub round_trip_ms_per_batch: f64,
     /// Average CPU milliseconds per batch (wall time of the in-memory run).
@@ -303,9 +331,13 @@ pub async fn run(s: &Scenario) -> Figures {
             .await
             .expect("memory");
     }
-    let handler = post_process::PostProcess::new(remote.clone(), remote.clone())
-        .with_markers(s.marker_cache, 168)
-        .with_metrics(remote.clone(), remote.clone(), 60, 100);
+    let instance = || {
+        post_process::PostProcess::new(remote.clone(), remote.clone())
+            .with_markers(s.user_cache, 168)
+            .with_metrics(remote.clone(), remote.clone(), 60, 100)
+    };
+    let mut handler = instance();
+    let mut cold_start = s.cold_start_halfway.then_some(s.seconds / 2);
 
     let mut store_wru = 0u64;
     let mut batches = 0u64;
@@ -333,8 +365,13 @@ pub async fn run(s: &Scenario) -> Figures {
         // store: the item (with a 90-day TTL) in the table and again in the `byTime` index.
         let size = event_table::item_size(&event_table::to_item(&event, Some(90 * 86_400)));
         store_wru += 2 * size.div_ceil(1024) as u64;
-        // Lambda invokes once 100 records are waiting or 1 s after the first one arrived.
-        if !pending.is_empty() && (pending.len() == 100 || *second > window_start) {
+        // Lambda invokes once 100 records are waiting, the batching window after the first
+        // one arrived, or when the tumbling window (a minute) ends.
+        if !pending.is_empty()
+            && (pending.len() == 100
+                || *second >= window_start + s.batching_seconds
+                || *second / 60 != window_start / 60)
+        {
             batches += 1;
             cpu += invoke(
                 &handler,
@@ -344,6 +381,10 @@ pub async fn run(s: &Scenario) -> Figures {
         }
         if pending.is_empty() {
             window_start = *second;
+            if cold_start.is_some_and(|at| *second >= at) {
+                cold_start = None;
+                handler = instance();
+            }
         }
         let created = day.timestamp() + i64::from(*second);
         pending.push(stream_record(&event, seq as u64, created));
@@ -357,6 +398,7 @@ pub async fn run(s: &Scenario) -> Figures {
         .await;
     }
     let round_trips = virtual_start.elapsed();
+    let (cache_users, cache_markers, cache_bytes) = handler.cache_size();
 
     let n = events.len() as f64;
     let calls = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
@@ -376,6 +418,9 @@ pub async fn run(s: &Scenario) -> Figures {
         // The metrics table is a few definitions: under 4 KB, one unit per consistent scan.
         definition_rru: calls(&c.definition_scans) / n,
         markers_refused: c.marker_refused.load(Ordering::Relaxed),
+        cache_users,
+        cache_markers,
+        cache_bytes_per_user: cache_bytes as f64 / cache_users.max(1) as f64,
         round_trip_ms_per_batch: per_batch(round_trips),
         cpu_ms_per_batch: per_batch(cpu),
         records_per_batch,
@@ -413,7 +458,7 @@ async fn invoke(handler: &post_process::PostProcess, payload: Value) -> Duration
     started.elapsed()
 }
 
-/// Both scenarios, on a paused clock.
+/// Every scenario, on a paused clock.
 pub fn run_all() -> Vec<Figures> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -705,6 +705,26 @@ fn post_process_lag_alarms_at_an_hour() {
     assert!(window <= 600.0, "the alarm waits {window} s more");
 }
 
+#[test]
+fn post_process_waits_longer_for_its_batches_than_a_window_but_within_one() {
+    let t = cfn::template();
+    let defaults = parameter_defaults(&t);
+    let mapping = stream_mappings(&t)
+        .into_iter()
+        .find(|(_, f, _)| f == "PostProcessFunction")
+        .map(|(_, _, m)| m)
+        .expect("post-process has a stream mapping");
+    assert_eq!(
+        mapping["MaximumBatchingWindowInSeconds"],
+        json!({"Ref": "CountsBatchingWindowSeconds"})
+    );
+    let wait: u32 = defaults["CountsBatchingWindowSeconds"].parse().unwrap();
+    let window: u32 = defaults["CountsWindowSeconds"].parse().unwrap();
+    // The simulation behind the units per event in `make bench` batches the same way.
+    assert_eq!(wait, telemetry_e2e::units::scenarios()[0].batching_seconds);
+    assert!(wait > 1 && wait < window, "{wait} s in a {window} s window");
+}
+
 /// The (namespace, metric, dimensions) of every metric an alarm reads.
 fn alarm_metrics(alarm: &Value) -> Vec<(String, String, BTreeMap<String, Value>)> {
     let dims = |d: &Value| -> BTreeMap<String, Value> {

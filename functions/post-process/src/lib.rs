@@ -32,7 +32,7 @@ use telemetry_shared::metrics::{Metric, Metrics};
 use telemetry_shared::ports::{CountStore, MarkerStore, MetricDefinitions, MetricStore};
 use telemetry_shared::retry::Deadline;
 use telemetry_shared::sequence;
-use telemetry_shared::users::{self, Marker};
+use telemetry_shared::users::{self, Marker, SeenCache};
 
 /// Counter updates in flight at once.
 pub const CONCURRENT_UPDATES: usize = 16;
@@ -40,8 +40,8 @@ pub const CONCURRENT_UPDATES: usize = 16;
 /// `STREAM_RETENTION_HOURS` when unset: the template's default Kinesis retention.
 pub const DEFAULT_STREAM_RETENTION_HOURS: u32 = 168;
 
-/// `USER_MARKER_CACHE` when unset.
-pub const DEFAULT_MARKER_CACHE: usize = 100_000;
+/// `USER_CACHE_USERS` when unset (see [`Config::user_cache`]).
+pub const DEFAULT_USER_CACHE: usize = 250_000;
 
 /// How long after its period (and lateness window) a user marker must outlive: the Kinesis
 /// retention (replays), the table stream's 24 h and a day's margin.
@@ -61,9 +61,10 @@ pub struct Config {
     /// 24 h and a day's margin, how long after its period a user marker may still be needed
     /// (see `telemetry_shared::users::Marker::expires_at`).
     pub stream_retention_hours: u32,
-    /// User markers remembered by a warm function (`USER_MARKER_CACHE`, default 100000): a
-    /// user's later events in a period cost no write.
-    pub marker_cache: usize,
+    /// Users whose settled markers a warm function remembers (`USER_CACHE_USERS`, default
+    /// 250000, ~0.3 KB each: see `telemetry_shared::users::SeenCache`): a user's later events
+    /// in a period cost no marker write.
+    pub user_cache: usize,
     /// The admin-defined metrics' definitions (`METRICS_TABLE`).
     pub metrics_table: String,
     /// How long a snapshot of the definitions is used (`METRICS_CACHE_SECONDS`, default 60;
@@ -89,7 +90,7 @@ impl Config {
             minute_ttl_days,
             stream_retention_hours: env
                 .parsed_or("STREAM_RETENTION_HOURS", DEFAULT_STREAM_RETENTION_HOURS)?,
-            marker_cache: env.parsed_or("USER_MARKER_CACHE", DEFAULT_MARKER_CACHE)?,
+            user_cache: env.parsed_or("USER_CACHE_USERS", DEFAULT_USER_CACHE)?,
             metrics_table: env.required("METRICS_TABLE")?,
             metrics_cache_seconds: env
                 .parsed_or("METRICS_CACHE_SECONDS", metric_def::DEFAULT_CACHE_SECONDS)?,
@@ -103,9 +104,8 @@ impl Config {
 pub struct PostProcess {
     counts: Arc<dyn CountStore>,
     markers: Arc<dyn MarkerStore>,
-    /// Marker → its `by`, as far as this function has learnt them (cleared when full).
-    cache: Mutex<HashMap<Marker, String>>,
-    cache_capacity: usize,
+    /// The markers this function knows are settled (counted by whoever created them).
+    cache: Mutex<SeenCache>,
     /// How long after its period a marker must outlive (see [`Config::stream_retention_hours`]).
     replay_horizon: chrono::Duration,
     /// The admin-defined metrics, when configured.
@@ -338,8 +338,7 @@ impl PostProcess {
         Self {
             counts,
             markers,
-            cache: Mutex::new(HashMap::new()),
-            cache_capacity: DEFAULT_MARKER_CACHE,
+            cache: Mutex::new(SeenCache::new(DEFAULT_USER_CACHE)),
             replay_horizon: replay_horizon(DEFAULT_STREAM_RETENTION_HOURS),
             metrics: None,
         }
@@ -366,17 +365,24 @@ impl PostProcess {
         self
     }
 
-    /// The same handler remembering at most `capacity` markers, keeping period markers for
-    /// `stream_retention_hours` (+ 48 h) beyond their period's lateness window.
-    pub fn with_markers(mut self, capacity: usize, stream_retention_hours: u32) -> Self {
-        self.cache_capacity = capacity;
+    /// The same handler remembering the markers of at most `users` users, keeping period
+    /// markers for `stream_retention_hours` (+ 48 h) beyond their period's lateness window.
+    pub fn with_markers(mut self, users: usize, stream_retention_hours: u32) -> Self {
+        self.cache = Mutex::new(SeenCache::new(users));
         self.replay_horizon = replay_horizon(stream_retention_hours);
         self
     }
 
-    /// Each marker's `by`: from the cache, else written (or found) in the store. Returns the
-    /// resolved markers and, when some could not be resolved, the lowest sequence number among
-    /// their records (the batch is cut there: see `users::user_updates`).
+    /// What the warm cache holds: (users, markers, approximate bytes).
+    pub fn cache_size(&self) -> (usize, usize, usize) {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.users(), cache.markers(), cache.approx_bytes())
+    }
+
+    /// Each marker not known settled, with its `by`: written (or found) in the store. Returns
+    /// the resolved markers and, when some could not be resolved, the lowest sequence number
+    /// among their records (the batch is cut there: see `users::user_updates`). A settled
+    /// marker counts nothing, so it is left out.
     async fn resolve_markers(
         &self,
         shard: &str,
@@ -386,13 +392,10 @@ impl PostProcess {
         let mut resolved = BTreeMap::new();
         let mut pending = Vec::new();
         {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (marker, seq) in markers {
-                match cache.get(marker) {
-                    Some(by) => {
-                        resolved.insert(marker.clone(), by.clone());
-                    }
-                    None => pending.push((marker, seq)),
+                if !cache.contains(marker) {
+                    pending.push((marker, seq));
                 }
             }
         }
@@ -412,14 +415,9 @@ impl PostProcess {
             .await;
         let written = results.len();
         let mut cut: Option<String> = None;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() + written > self.cache_capacity {
-            cache.clear();
-        }
         for (marker, seq, result) in results {
             match result {
                 Ok(by) => {
-                    cache.insert(marker.clone(), by.clone());
                     resolved.insert(marker.clone(), by);
                 }
                 Err(e) => {
@@ -748,6 +746,13 @@ impl PostProcess {
                 first_failed = Some(cut);
             }
         }
+        {
+            // What this answer settles is remembered: a cache hit costs no write next time.
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for marker in users::settled(shard, &received, &resolved, first_failed) {
+                cache.insert(marker);
+            }
+        }
         if let Some(seq) = first_failed.and_then(|padded| original.get(padded)) {
             // Lambda re-delivers from here; counters already updated skip what they have.
             response
@@ -807,7 +812,7 @@ pub fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> PostProcess 
         config.metrics_table.clone(),
     ));
     PostProcess::new(table.clone(), table.clone())
-        .with_markers(config.marker_cache, config.stream_retention_hours)
+        .with_markers(config.user_cache, config.stream_retention_hours)
         .with_metrics(
             definitions,
             table,
@@ -941,6 +946,63 @@ mod tests {
             "8 markers × 2 users, once"
         );
         assert_eq!(users(&h), [4, 4, 4, 4]);
+    }
+
+    /// Counts that refuse one update of `pk`, once.
+    struct FlakyCounts {
+        inner: Arc<MemoryCounts>,
+        fail_once: Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl CountStore for FlakyCounts {
+        async fn apply(
+            &self,
+            shard: &str,
+            update: &telemetry_shared::count::CounterUpdate,
+        ) -> Result<u64, telemetry_shared::ports::StoreError> {
+            let fail = {
+                let mut pk = self.fail_once.lock().unwrap();
+                pk.take_if(|pk| *pk == update.id.pk).is_some()
+            };
+            if fail {
+                return Err(telemetry_shared::ports::StoreError::Transient(
+                    "throttled".into(),
+                ));
+            }
+            self.inner.apply(shard, update).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_warm_function_counts_a_re_delivered_user_whose_counter_failed() {
+        let h = handler();
+        let flaky = Arc::new(FlakyCounts {
+            inner: h.counts.clone(),
+            fail_once: Mutex::new(Some("prod#*#users-day".into())),
+        });
+        let warm = PostProcess::new(flaky, h.markers.clone());
+        let a = users_batch("shard-a", 400, &["u1", "u2"]);
+        let r = warm.handle(a.clone(), ample()).await;
+        assert_eq!(
+            r.batch_item_failures.len(),
+            1,
+            "the failed partial is reported"
+        );
+        assert_eq!(users(&h)[0], 0);
+        // Lambda re-delivers the batch to the same warm instance: the markers its records
+        // created were not remembered as settled, so they are found again and counted.
+        let calls = *h.markers.calls.lock().unwrap();
+        let r = warm.handle(a, ample()).await;
+        assert!(r.batch_item_failures.is_empty());
+        assert_eq!(users(&h), [2, 2, 2, 2]);
+        assert!(*h.markers.calls.lock().unwrap() > calls);
+        // Now settled: the next batch of the same users writes no marker of that day.
+        let calls = *h.markers.calls.lock().unwrap();
+        warm.handle(users_batch("shard-a", 402, &["u1", "u2"]), ample())
+            .await;
+        assert_eq!(*h.markers.calls.lock().unwrap(), calls);
+        assert_eq!(users(&h), [2, 2, 2, 2]);
     }
 
     /// Documents, not endorses: Lambda delivers a shard's batches in order, and the watermark

@@ -595,6 +595,10 @@ fn units() -> Result<Value> {
             f.cpu_ms_per_batch,
             f.ceiling_per_shard
         );
+        println!(
+            "  markers refused (written again after the cache dropped them): {}; warm cache: {} users, {} markers, ~{:.0} bytes per user",
+            f.markers_refused, f.cache_users, f.cache_markers, f.cache_bytes_per_user
+        );
     }
     Ok(json!({ "units": units::report(&figures) }))
 }
