@@ -454,13 +454,32 @@ async fn requests(events: usize) -> Result<Value> {
             forward::plan(e, &routes).batch_calls(telemetry_shared::delivery::MAX_SQS_BYTES) as u64
         })
         .sum();
+    // One update per partial counter of each batch, and one per users counter a marker first
+    // created by that batch adds to (markers made by an earlier batch count nothing).
+    let mut markers_made: BTreeMap<telemetry_shared::users::Marker, String> = BTreeMap::new();
     let min_update: u64 = recorded
         .post_process
         .iter()
         .map(|e| {
-            post_process::aggregate(&mut e.dynamo_db_event.records.clone())
-                .updates
-                .len() as u64
+            let shard = e
+                .time_window_properties
+                .shard_id
+                .as_deref()
+                .unwrap_or_default();
+            let batch = post_process::aggregate(&mut e.dynamo_db_event.records.clone());
+            let resolved: BTreeMap<_, _> = batch
+                .markers
+                .iter()
+                .map(|(marker, seq)| {
+                    let by = markers_made
+                        .entry(marker.clone())
+                        .or_insert_with(|| telemetry_shared::users::by(shard, seq));
+                    (marker.clone(), by.clone())
+                })
+                .collect();
+            let users =
+                telemetry_shared::users::user_updates(shard, &batch.received, &resolved, None);
+            (batch.updates.len() + users.len()) as u64
         })
         .sum();
     let get = |op: &str| seen.get(op).copied().unwrap_or(0);
