@@ -139,22 +139,32 @@ impl CounterUpdate {
 /// Aggregates a batch of events from one shard into one update per partial counter: each event
 /// counts once under its type and once under [`ALL_TYPES`], for every granularity.
 pub fn aggregate(events: &[CountedEvent<'_>]) -> Vec<CounterUpdate> {
-    let mut counters: BTreeMap<CounterId, Vec<String>> = BTreeMap::new();
+    // Grouped on borrowed parts first: a counter's key and bucket are built once per batch.
+    type Parts<'a> = (&'a str, &'a str, Granularity, DateTime<Utc>);
+    let mut grouped: std::collections::HashMap<Parts<'_>, Vec<&str>> =
+        std::collections::HashMap::new();
     for e in events {
         for g in Granularity::ALL {
-            let bucket = format_bucket(g.bucket_start(e.at));
+            let start = g.bucket_start(e.at);
             for kind in [e.kind, ALL_TYPES] {
-                counters
-                    .entry(CounterId {
-                        pk: partition_key(e.environment, kind, g),
-                        bucket: bucket.clone(),
-                        expires: g == Granularity::Minute,
-                    })
+                grouped
+                    .entry((e.environment, kind, g, start))
                     .or_default()
-                    .push(e.seq.clone());
+                    .push(&e.seq);
             }
         }
     }
+    let counters: BTreeMap<CounterId, Vec<String>> = grouped
+        .into_iter()
+        .map(|((environment, kind, g, start), seqs)| {
+            let id = CounterId {
+                pk: partition_key(environment, kind, g),
+                bucket: format_bucket(start),
+                expires: g == Granularity::Minute,
+            };
+            (id, seqs.into_iter().map(str::to_string).collect())
+        })
+        .collect();
     updates(counters)
 }
 

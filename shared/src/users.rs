@@ -166,45 +166,40 @@ pub struct SeenEvent<'a> {
     pub received_at: DateTime<Utc>,
 }
 
-/// The markers of one event: per type and `*`, one per period and the "ever" one.
-pub fn markers_of(e: &SeenEvent<'_>) -> Vec<Marker> {
-    let mut out = Vec::with_capacity(8);
-    for kind in [e.kind, ALL_TYPES] {
-        for p in Period::ALL {
-            out.push(Marker {
-                environment: e.environment.to_string(),
-                kind: kind.to_string(),
-                period: Some((p, format_bucket(p.start(e.at)))),
-                user: e.user.to_string(),
-            });
-        }
-        out.push(Marker {
-            environment: e.environment.to_string(),
-            kind: kind.to_string(),
-            period: None,
-            user: e.user.to_string(),
-        });
-    }
-    out
-}
-
 /// A batch's markers, each once, with the lowest sequence number among its records (the
-/// record a new marker is written `by`).
+/// record a new marker is written `by`). Per event: per type and `*`, one per period and the
+/// "ever" one. Deduplicated on borrowed parts first, so a marker is built (and its bucket
+/// formatted) once per batch, not once per record.
 pub fn batch_markers(events: &[SeenEvent<'_>]) -> BTreeMap<Marker, String> {
-    let mut markers: BTreeMap<Marker, String> = BTreeMap::new();
+    type Parts<'a> = (&'a str, &'a str, Option<(Period, DateTime<Utc>)>, &'a str);
+    let mut lowest: HashMap<Parts<'_>, &str> = HashMap::with_capacity(events.len() * 2);
     for e in events {
-        for m in markers_of(e) {
-            markers
-                .entry(m)
-                .and_modify(|seq| {
-                    if e.seq < *seq {
-                        seq.clone_from(&e.seq);
-                    }
-                })
-                .or_insert_with(|| e.seq.clone());
+        let periods = Period::ALL.map(|p| Some((p, p.start(e.at))));
+        for kind in [e.kind, ALL_TYPES] {
+            for period in periods.into_iter().chain([None]) {
+                lowest
+                    .entry((e.environment, kind, period, e.user))
+                    .and_modify(|seq| {
+                        if e.seq.as_str() < *seq {
+                            *seq = &e.seq;
+                        }
+                    })
+                    .or_insert(&e.seq);
+            }
         }
     }
-    markers
+    lowest
+        .into_iter()
+        .map(|((environment, kind, period, user), seq)| {
+            let marker = Marker {
+                environment: environment.to_string(),
+                kind: kind.to_string(),
+                period: period.map(|(p, start)| (p, format_bucket(start))),
+                user: user.to_string(),
+            };
+            (marker, seq.to_string())
+        })
+        .collect()
 }
 
 /// The `by` of a marker created by record `seq` of `shard`.
