@@ -229,11 +229,8 @@ pub fn user_updates(
     let prefix = format!("{shard}#");
     let mut counters: BTreeMap<CounterId, Vec<String>> = BTreeMap::new();
     for (marker, by) in resolved {
-        let Some(seq) = by.strip_prefix(&prefix) else {
-            continue; // created by another shard: counted there
-        };
-        let Some(received_at) = received.get(seq) else {
-            continue; // created by an earlier batch: counted then
+        let Some((seq, received_at)) = named_record(&prefix, received, by) else {
+            continue; // created by another shard or an earlier batch: counted there or then
         };
         if cut.is_some_and(|cut| seq >= cut) {
             continue;
@@ -246,7 +243,7 @@ pub fn user_updates(
             },
             None => CounterId {
                 pk: new_users_key(&marker.environment, &marker.kind),
-                bucket: format_bucket(Period::Day.start(*received_at)),
+                bucket: format_bucket(Period::Day.start(received_at)),
                 expires: false,
             },
         };
@@ -264,29 +261,36 @@ pub fn user_updates(
 /// find its `by` again (from the store) to count it.
 pub fn settled<'a>(
     shard: &str,
-    received: &BTreeMap<String, DateTime<Utc>>,
+    received: &'a BTreeMap<String, DateTime<Utc>>,
     resolved: &'a BTreeMap<Marker, String>,
     failed_from: Option<&str>,
 ) -> impl Iterator<Item = &'a Marker> {
     let prefix = format!("{shard}#");
-    let received: std::collections::BTreeSet<&str> = received.keys().map(String::as_str).collect();
     let failed_from = failed_from.map(str::to_string);
     resolved.iter().filter_map(move |(marker, by)| {
-        let ours = by
-            .strip_prefix(&prefix)
-            .filter(|seq| received.contains(seq));
-        match (ours, &failed_from) {
-            (Some(seq), Some(failed)) if seq >= failed.as_str() => None,
+        match (named_record(&prefix, received, by), &failed_from) {
+            (Some((seq, _)), Some(failed)) if seq >= failed.as_str() => None,
             _ => Some(marker),
         }
     })
+}
+
+/// The record of this batch a marker's `by` names (`prefix`: the batch's `<shard>#`): its
+/// sequence number and receive time; `None` when another shard or an earlier batch made it.
+fn named_record<'b>(
+    prefix: &str,
+    received: &BTreeMap<String, DateTime<Utc>>,
+    by: &'b str,
+) -> Option<(&'b str, DateTime<Utc>)> {
+    let seq = by.strip_prefix(prefix)?;
+    received.get(seq).map(|at| (seq, *at))
 }
 
 /// The markers a warm function knows to be settled (see [`settled`]): a hit costs no write and
 /// counts nothing. Sized in users, not markers, so that a shard's users fit: per user
 /// (`<environment>#<user>`) one 8-byte entry per event type it sent (and `*`) holding the
 /// latest day, ISO week and month bucket whose marker is settled and whether its "ever"
-/// marker is — about 200 bytes a user (`perf units` prints the figure). Only the latest bucket
+/// marker is — about 170 bytes a user (`perf units` prints the figure). Only the latest bucket
 /// of each period is kept: a late event for an earlier one costs a (refused) write.
 ///
 /// Two generations: when the newer holds `capacity` users it becomes the older one and the
@@ -464,14 +468,9 @@ impl SeenCache {
     }
 }
 
-/// The day number (days since 1970-01-01) of a bucket's `YYYY-MM-DD…` start.
+/// The day number (days since 1970-01-01) of a bucket's start.
 fn bucket_day(bucket: &str) -> Option<u32> {
-    let year = bucket.get(0..4)?.parse().ok()?;
-    let month = bucket.get(5..7)?.parse().ok()?;
-    let day = bucket.get(8..10)?.parse().ok()?;
-    let date = NaiveDate::from_ymd_opt(year, month, day)?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    u32::try_from((date - epoch).num_days()).ok()
+    u32::try_from(crate::time::parse(bucket)?.timestamp().div_euclid(86_400)).ok()
 }
 
 /// One bucket of a users answer.

@@ -174,8 +174,20 @@ pub struct Scenario {
     pub cold_start_halfway: bool,
 }
 
+/// post-process's batching window in the template (`CountsBatchingWindowSeconds`' default).
+const BATCHING_SECONDS: u32 = 10;
+
 /// The scenarios of the module docs.
 pub fn scenarios() -> [Scenario; 3] {
+    let scale = Scenario {
+        name: "100 M events/day: one of 4 shards (scale model)",
+        users: 2_500,
+        per_user: 100,
+        seconds: 862,
+        user_cache: 2_500,
+        batching_seconds: BATCHING_SECONDS,
+        cold_start_halfway: false,
+    };
     [
         Scenario {
             name: "mix: 1,000 users x 100 events/day, one shard",
@@ -183,26 +195,14 @@ pub fn scenarios() -> [Scenario; 3] {
             per_user: 100,
             seconds: 86_400,
             user_cache: post_process::DEFAULT_USER_CACHE,
-            batching_seconds: 10,
+            batching_seconds: BATCHING_SECONDS,
             cold_start_halfway: false,
         },
-        Scenario {
-            name: "100 M events/day: one of 4 shards (scale model)",
-            users: 2_500,
-            per_user: 100,
-            seconds: 862,
-            user_cache: 2_500,
-            batching_seconds: 10,
-            cold_start_halfway: false,
-        },
+        scale.clone(),
         Scenario {
             name: "the same, the instance replaced at midday",
-            users: 2_500,
-            per_user: 100,
-            seconds: 862,
-            user_cache: 2_500,
-            batching_seconds: 10,
             cold_start_halfway: true,
+            ..scale
         },
     ]
 }

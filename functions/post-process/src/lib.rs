@@ -62,7 +62,7 @@ pub struct Config {
     /// (see `telemetry_shared::users::Marker::expires_at`).
     pub stream_retention_hours: u32,
     /// Users whose settled markers a warm function remembers (`USER_CACHE_USERS`, default
-    /// 250000, ~0.3 KB each: see `telemetry_shared::users::SeenCache`): a user's later events
+    /// 250000, ~170 bytes each: see `telemetry_shared::users::SeenCache`): a user's later events
     /// in a period cost no marker write.
     pub user_cache: usize,
     /// The admin-defined metrics' definitions (`METRICS_TABLE`).
