@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use telemetry_shared::auth::{AuthConfig, VerificationKey};
+use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey};
 use telemetry_shared::config::Secret;
 
 /// Default `iss` of local tokens.
@@ -56,13 +56,12 @@ impl DevState {
 
     /// The auth configuration that verifies these tokens.
     pub fn auth_config(&self) -> AuthConfig {
-        AuthConfig {
-            algorithms: vec![jsonwebtoken::Algorithm::HS256],
-            key: VerificationKey::Secret(Secret::new(self.secret.clone())),
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
-            max_ttl_secs: None,
-        }
+        AuthConfig::one(IssuerConfig::new(
+            vec![jsonwebtoken::Algorithm::HS256],
+            VerificationKey::Secret(Secret::new(self.secret.clone())),
+            self.issuer.clone(),
+            self.audience.clone(),
+        ))
     }
 
     /// Where the state is kept: `$TELEMETRY_STATE_DIR`, else `$XDG_STATE_HOME/telemetry`, else

@@ -23,17 +23,16 @@ fn a_malformed_rate_limit_stops_the_local_stack_naming_the_variable() {
 fn the_functions_read_their_settings_and_defaults_as_in_lambda() {
     use std::time::Duration;
     use telemetry_cli::local::{FunctionConfigs, LocalConfig};
-    use telemetry_shared::auth::{AuthConfig, VerificationKey};
+    use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey};
     use telemetry_shared::config::Env;
-    let auth = AuthConfig {
-        algorithms: vec![jsonwebtoken::Algorithm::HS256],
-        key: VerificationKey::Secret(telemetry_shared::config::Secret::new(
+    let auth = AuthConfig::one(IssuerConfig::new(
+        vec![jsonwebtoken::Algorithm::HS256],
+        VerificationKey::Secret(telemetry_shared::config::Secret::new(
             "dev-only-test-secret".into(),
         )),
-        issuer: "telemetry-local".into(),
-        audience: "telemetry".into(),
-        max_ttl_secs: None,
-    };
+        "telemetry-local",
+        "telemetry",
+    ));
     let mut config = LocalConfig::new(auth);
     let defaults = FunctionConfigs::read(&config).unwrap();
     assert_eq!(defaults.forward.routes_refresh, Duration::from_secs(60));

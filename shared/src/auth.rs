@@ -36,9 +36,21 @@ pub enum Scope {
     CountsRead,
     /// `admin`: manage routes, read any user's events; implies the read scopes.
     Admin,
+    /// `events:write-as`: a service (a game server, client credentials) sends events on behalf
+    /// of the users each event names in its `userId`; implies `events:write`.
+    EventsWriteAs,
 }
 
 impl Scope {
+    /// Every scope.
+    pub const ALL: [Self; 5] = [
+        Self::EventsWrite,
+        Self::EventsRead,
+        Self::CountsRead,
+        Self::Admin,
+        Self::EventsWriteAs,
+    ];
+
     /// The scope as written in tokens.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,18 +58,13 @@ impl Scope {
             Self::EventsRead => "events:read",
             Self::CountsRead => "counts:read",
             Self::Admin => "admin",
+            Self::EventsWriteAs => "events:write-as",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        [
-            Self::EventsWrite,
-            Self::EventsRead,
-            Self::CountsRead,
-            Self::Admin,
-        ]
-        .into_iter()
-        .find(|scope| scope.as_str() == s)
+    /// The scope named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
     }
 
     fn bit(self) -> u8 {
@@ -65,10 +72,15 @@ impl Scope {
     }
 }
 
+/// The prefix of the user ids of events sent with a write key (`anon:<anonymousId>`): no token
+/// may map to one, or any issuer's `sub=anon:X` could read X's history.
+pub const ANONYMOUS_PREFIX: &str = "anon:";
+
 /// The verified caller.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's `sub`: the user id events are stored under.
+    /// The user events are stored under: the token's user claim (`sub` unless
+    /// `JWT_USER_CLAIM` names another).
     pub sub: String,
     scopes: u8,
 }
@@ -78,16 +90,20 @@ impl Principal {
     pub fn new(sub: impl Into<String>, scopes: &[Scope]) -> Self {
         Self {
             sub: sub.into(),
-            scopes: scopes.iter().fold(0, |acc, s| acc | s.bit()),
+            scopes: bits(scopes),
         }
     }
 
     /// Whether the token grants `scope` (`admin` grants the read scopes too, not `events:write`,
-    /// so an admin token is never mistaken for a client's).
+    /// so an admin token is never mistaken for a client's; `events:write-as` grants
+    /// `events:write`).
     pub fn has(&self, scope: Scope) -> bool {
-        let admin_implies = matches!(scope, Scope::EventsRead | Scope::CountsRead)
-            && self.scopes & Scope::Admin.bit() != 0;
-        self.scopes & scope.bit() != 0 || admin_implies
+        let implied = match scope {
+            Scope::EventsRead | Scope::CountsRead => Scope::Admin.bit(),
+            Scope::EventsWrite => Scope::EventsWriteAs.bit(),
+            _ => 0,
+        };
+        self.scopes & (scope.bit() | implied) != 0
     }
 
     /// `Ok` when the token grants `scope`, else [`AuthError::Forbidden`].
@@ -98,13 +114,25 @@ impl Principal {
             Err(AuthError::Forbidden(scope))
         }
     }
+
+    /// The scopes granted, as written in tokens (implied ones not repeated).
+    pub fn scopes(&self) -> Vec<Scope> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.scopes & s.bit() != 0)
+            .collect()
+    }
+}
+
+fn bits(scopes: &[Scope]) -> u8 {
+    scopes.iter().fold(0, |acc, s| acc | s.bit())
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Principal")
             .field("sub", &self.sub)
-            .field("scopes", &format_args!("{:04b}", self.scopes))
+            .field("scopes", &format_args!("{:05b}", self.scopes))
             .finish()
     }
 }
@@ -133,6 +161,9 @@ pub enum VerificationKey {
     SecretArn(String),
     /// A JWKS document's URL (e.g. an identity provider's `/.well-known/jwks.json`).
     JwksUrl(String),
+    /// OpenID Connect discovery: the JWKS named by
+    /// `<issuer>/.well-known/openid-configuration` (when no key variable is set).
+    Discovery,
 }
 
 impl fmt::Debug for VerificationKey {
@@ -142,69 +173,70 @@ impl fmt::Debug for VerificationKey {
             Self::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
             Self::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
             Self::JwksUrl(url) => f.debug_tuple("JwksUrl").field(url).finish(),
+            Self::Discovery => f.write_str("Discovery"),
         }
     }
 }
 
-/// Auth settings, read from `JWT_ALGORITHMS`, one of `JWT_PUBLIC_KEY` / `JWT_JWKS_URL` /
-/// `JWT_SECRET_ARN` / `JWT_SECRET` (local and dev only), `JWT_ISSUER`, `JWT_AUDIENCE`.
+/// The trusted issuers and what applies to all of them. Read from the single-issuer variables
+/// (`JWT_ISSUER`, `JWT_AUDIENCE`, one key variable or none for discovery, the claim mapping)
+/// or from `JWT_ISSUERS`, a JSON list of the same settings per issuer; `JWT_MAX_TTL` and
+/// `JWT_JWKS_MIN_REFRESH_SECS` apply to every issuer.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
+    /// Who may sign tokens; a token is checked only against the issuer its `iss` names.
+    pub issuers: Vec<IssuerConfig>,
+    /// Longest lifetime a token may have, `exp` − `iat` (`JWT_MAX_TTL`, seconds; unset: any).
+    pub max_ttl_secs: Option<u64>,
+    /// Least time between two fetches of a JWKS (`JWT_JWKS_MIN_REFRESH_SECS`, default 60): an
+    /// unknown `kid` cannot make the function fetch more often.
+    pub jwks_min_refresh: Duration,
+}
+
+/// One trusted issuer: its keys and how its claims map to a user and scopes.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Required `iss`, exactly.
+    pub issuer: String,
     /// Accepted `alg` values.
     pub algorithms: Vec<Algorithm>,
     /// The verification key.
     pub key: VerificationKey,
-    /// Required `iss`.
-    pub issuer: String,
-    /// Required `aud`.
-    pub audience: String,
-    /// Longest lifetime a token may have, `exp` − `iat` (`JWT_MAX_TTL`, seconds; unset: any).
-    pub max_ttl_secs: Option<u64>,
+    /// Accepted audiences: a token's `aud` (string or array) must hold one; only a token
+    /// without `aud` is matched by its `client_id` (API Gateway's JWT authorizer rule).
+    pub audiences: Vec<String>,
+    /// Scopes are read with this prefix stripped, and a scope without it is ignored
+    /// (`JWT_SCOPE_PREFIX`, e.g. Cognito's `telemetry/`).
+    pub scope_prefix: Option<String>,
+    /// Granted to tokens that carry no scope claim at all — ID tokens (`JWT_DEFAULT_SCOPES`);
+    /// never added to a token that carries `scope`, `scp` or `permissions`.
+    pub default_scopes: Vec<Scope>,
+    /// The claim that becomes the user id (`JWT_USER_CLAIM`, default `sub`).
+    pub user_claim: String,
+    /// When set, a token's `token_use` must equal it (`JWT_TOKEN_USE`, Cognito's `access` or
+    /// `id`); a token without `token_use` is then refused.
+    pub token_use: Option<String>,
 }
 
-impl AuthConfig {
-    /// Reads the auth settings through `env` (see [`crate::config::Env`]).
-    pub fn from_env(env: &crate::config::Env) -> Result<Self, ConfigError> {
-        let algorithms_raw = env.required("JWT_ALGORITHMS")?;
-        let algorithms = parse_algorithms(&algorithms_raw)
-            .map_err(|reason| ConfigError::invalid("JWT_ALGORITHMS", reason))?;
-        let keys = [
-            env.optional("JWT_PUBLIC_KEY")
-                .map(VerificationKey::PublicKeyPem),
-            env.optional("JWT_JWKS_URL").map(VerificationKey::JwksUrl),
-            env.optional("JWT_SECRET_ARN")
-                .map(VerificationKey::SecretArn),
-            env.optional("JWT_SECRET")
-                .map(|s| VerificationKey::Secret(Secret::new(s))),
-        ];
-        let mut keys = keys.into_iter().flatten();
-        let key = match (keys.next(), keys.next()) {
-            (Some(key), None) => key,
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "JWT_PUBLIC_KEY",
-                    "set only one of JWT_PUBLIC_KEY, JWT_JWKS_URL, JWT_SECRET_ARN and JWT_SECRET",
-                ));
-            }
-            (None, _) => {
-                return Err(ConfigError::invalid(
-                    "JWT_PUBLIC_KEY",
-                    "no verification key: set one of JWT_PUBLIC_KEY, JWT_JWKS_URL, JWT_SECRET_ARN, JWT_SECRET",
-                ));
-            }
-        };
-        let config = Self {
+impl IssuerConfig {
+    /// An issuer with one audience and the default claim mapping (scopes from `scope`, `scp`,
+    /// `permissions`, no prefix, no default scopes, the user from `sub`).
+    pub fn new(
+        algorithms: Vec<Algorithm>,
+        key: VerificationKey,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Self {
+        Self {
+            issuer: issuer.into(),
             algorithms,
             key,
-            issuer: env.required("JWT_ISSUER")?,
-            audience: env.required("JWT_AUDIENCE")?,
-            max_ttl_secs: match env.parsed_or::<u64>("JWT_MAX_TTL", 0)? {
-                0 => None,
-                secs => Some(secs),
-            },
-        };
-        config.check_key_fits_algorithms()?;
-        Ok(config)
+            audiences: vec![audience.into()],
+            scope_prefix: None,
+            default_scopes: Vec::new(),
+            user_claim: DEFAULT_USER_CLAIM.into(),
+            token_use: None,
+        }
     }
 
     /// The one rule tying keys to algorithms: a shared secret verifies HS* only, and a public
@@ -224,10 +256,248 @@ impl AuthConfig {
         if !secret && self.algorithms.iter().any(is_hmac) {
             return Err(ConfigError::invalid(
                 "JWT_ALGORITHMS",
-                "HS* algorithms need a shared secret (JWT_SECRET_ARN), not a public key or a JWKS",
+                "HS* algorithms need a shared secret (JWT_SECRET_ARN), not a public key, a JWKS or discovery",
             ));
         }
         Ok(())
+    }
+}
+
+/// The user claim when `JWT_USER_CLAIM` is unset.
+pub const DEFAULT_USER_CLAIM: &str = "sub";
+/// Algorithms when `JWT_ALGORITHMS` is unset: what OpenID providers sign with by default.
+pub const DEFAULT_ALGORITHMS: &str = "RS256";
+
+/// One issuer of `JWT_ISSUERS`: the single-issuer variables' settings, camel-cased. Shared
+/// secrets are not accepted here (they belong in Secrets Manager, through `JWT_SECRET_ARN`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssuerEntry {
+    issuer: String,
+    audience: OneOrMany,
+    #[serde(default)]
+    algorithms: Option<String>,
+    #[serde(default)]
+    jwks_url: Option<String>,
+    #[serde(default)]
+    public_key: Option<String>,
+    #[serde(default)]
+    scope_prefix: Option<String>,
+    #[serde(default)]
+    default_scopes: Option<String>,
+    #[serde(default)]
+    user_claim: Option<String>,
+    #[serde(default)]
+    token_use: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The variables of one issuer, read either from the environment or from a `JWT_ISSUERS` entry.
+struct IssuerVars {
+    issuer: Option<String>,
+    audience: Vec<String>,
+    algorithms: Option<String>,
+    keys: [Option<VerificationKey>; 4],
+    scope_prefix: Option<String>,
+    default_scopes: Option<String>,
+    user_claim: Option<String>,
+    token_use: Option<String>,
+}
+
+/// The single-issuer variables (all but `JWT_ISSUERS` and the shared ones).
+const SINGLE_ISSUER_VARS: &[&str] = &[
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_ALGORITHMS",
+    "JWT_PUBLIC_KEY",
+    "JWT_JWKS_URL",
+    "JWT_SECRET_ARN",
+    "JWT_SECRET",
+    "JWT_SCOPE_PREFIX",
+    "JWT_DEFAULT_SCOPES",
+    "JWT_USER_CLAIM",
+    "JWT_TOKEN_USE",
+];
+
+fn list(raw: &str) -> Vec<String> {
+    raw.split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl IssuerVars {
+    fn from_env(env: &crate::config::Env) -> Self {
+        Self {
+            issuer: env.optional("JWT_ISSUER"),
+            audience: env
+                .optional("JWT_AUDIENCE")
+                .map(|a| list(&a))
+                .unwrap_or_default(),
+            algorithms: env.optional("JWT_ALGORITHMS"),
+            keys: [
+                env.optional("JWT_PUBLIC_KEY")
+                    .map(VerificationKey::PublicKeyPem),
+                env.optional("JWT_JWKS_URL").map(VerificationKey::JwksUrl),
+                env.optional("JWT_SECRET_ARN")
+                    .map(VerificationKey::SecretArn),
+                env.optional("JWT_SECRET")
+                    .map(|s| VerificationKey::Secret(Secret::new(s))),
+            ],
+            scope_prefix: env.optional("JWT_SCOPE_PREFIX"),
+            default_scopes: env.optional("JWT_DEFAULT_SCOPES"),
+            user_claim: env.optional("JWT_USER_CLAIM"),
+            token_use: env.optional("JWT_TOKEN_USE"),
+        }
+    }
+
+    fn from_entry(e: IssuerEntry) -> Self {
+        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        Self {
+            issuer: nonempty(Some(e.issuer)),
+            audience: match e.audience {
+                OneOrMany::One(a) => list(&a),
+                OneOrMany::Many(all) => all.iter().flat_map(|a| list(a)).collect(),
+            },
+            algorithms: nonempty(e.algorithms),
+            keys: [
+                nonempty(e.public_key).map(VerificationKey::PublicKeyPem),
+                nonempty(e.jwks_url).map(VerificationKey::JwksUrl),
+                None,
+                None,
+            ],
+            scope_prefix: nonempty(e.scope_prefix),
+            default_scopes: nonempty(e.default_scopes),
+            user_claim: nonempty(e.user_claim),
+            token_use: nonempty(e.token_use),
+        }
+    }
+
+    /// The issuer's settings; `var` names the variable errors are reported against.
+    fn build(self, var: fn(&'static str) -> &'static str) -> Result<IssuerConfig, ConfigError> {
+        let issuer = self.issuer.ok_or(ConfigError::Missing(var("JWT_ISSUER")))?;
+        if self.audience.is_empty() {
+            return Err(ConfigError::Missing(var("JWT_AUDIENCE")));
+        }
+        let algorithms_raw = self.algorithms.as_deref().unwrap_or(DEFAULT_ALGORITHMS);
+        let algorithms = parse_algorithms(algorithms_raw)
+            .map_err(|reason| ConfigError::invalid(var("JWT_ALGORITHMS"), reason))?;
+        let mut keys = self.keys.into_iter().flatten();
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None) => key,
+            (None, _) => VerificationKey::Discovery,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    var("JWT_PUBLIC_KEY"),
+                    "set at most one of JWT_PUBLIC_KEY, JWT_JWKS_URL, JWT_SECRET_ARN and JWT_SECRET (none: OpenID discovery from JWT_ISSUER)",
+                ));
+            }
+        };
+        let default_scopes = match &self.default_scopes {
+            None => Vec::new(),
+            Some(raw) => list(raw)
+                .iter()
+                .map(|name| {
+                    Scope::parse(name).ok_or_else(|| {
+                        ConfigError::invalid(
+                            var("JWT_DEFAULT_SCOPES"),
+                            format!("`{name}` is not a scope"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if default_scopes
+            .iter()
+            .any(|s| matches!(s, Scope::Admin | Scope::EventsWriteAs))
+        {
+            return Err(ConfigError::invalid(
+                var("JWT_DEFAULT_SCOPES"),
+                "admin and events:write-as are never granted by default",
+            ));
+        }
+        let config = IssuerConfig {
+            issuer,
+            algorithms,
+            key,
+            audiences: self.audience,
+            scope_prefix: self.scope_prefix,
+            default_scopes,
+            user_claim: self.user_claim.unwrap_or_else(|| DEFAULT_USER_CLAIM.into()),
+            token_use: self.token_use,
+        };
+        config.check_key_fits_algorithms()?;
+        Ok(config)
+    }
+}
+
+impl AuthConfig {
+    /// One issuer, defaults for the rest.
+    pub fn one(issuer: IssuerConfig) -> Self {
+        Self {
+            issuers: vec![issuer],
+            max_ttl_secs: None,
+            jwks_min_refresh: JWKS_REFETCH_INTERVAL,
+        }
+    }
+
+    /// Reads the auth settings through `env` (see [`crate::config::Env`]).
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, ConfigError> {
+        let issuers = match env.optional("JWT_ISSUERS") {
+            None => vec![IssuerVars::from_env(env).build(|name| name)?],
+            Some(raw) => {
+                if let Some(single) = SINGLE_ISSUER_VARS
+                    .iter()
+                    .find(|name| env.optional(name).is_some())
+                {
+                    return Err(ConfigError::invalid(
+                        "JWT_ISSUERS",
+                        format!(
+                            "set JWT_ISSUERS or {single} and the other single-issuer variables, not both"
+                        ),
+                    ));
+                }
+                let entries: Vec<IssuerEntry> = serde_json::from_str(&raw).map_err(|e| {
+                    ConfigError::invalid("JWT_ISSUERS", format!("not a JSON list of issuers: {e}"))
+                })?;
+                if entries.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "JWT_ISSUERS",
+                        "name at least one issuer",
+                    ));
+                }
+                let issuers = entries
+                    .into_iter()
+                    .map(|e| IssuerVars::from_entry(e).build(|_| "JWT_ISSUERS"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (i, a) in issuers.iter().enumerate() {
+                    if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
+                        return Err(ConfigError::invalid(
+                            "JWT_ISSUERS",
+                            format!("issuer `{}` is listed twice", a.issuer),
+                        ));
+                    }
+                }
+                issuers
+            }
+        };
+        Ok(Self {
+            issuers,
+            max_ttl_secs: match env.parsed_or::<u64>("JWT_MAX_TTL", 0)? {
+                0 => None,
+                secs => Some(secs),
+            },
+            jwks_min_refresh: Duration::from_secs(
+                env.parsed_or::<u64>("JWT_JWKS_MIN_REFRESH_SECS", 60)?,
+            ),
+        })
     }
 }
 
@@ -256,12 +526,43 @@ fn parse_algorithms(raw: &str) -> Result<Vec<Algorithm>, String> {
     Ok(out)
 }
 
+/// Whether a key or discovery URL may be fetched: `https://`, or plain `http://` to a loopback
+/// host only (`localhost`, `127.0.0.0/8`, `::1`), decided on the parsed host — so neither
+/// `http://localhost.example.org` nor `http://127.0.0.1@example.org` passes.
+pub fn fetchable_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(format!(
+            "`{raw}` must be an https:// URL (plain http only to localhost, 127.0.0.0/8 or [::1])"
+        )),
+    }
+}
+
 /// Verifies bearer tokens. Built once at cold start.
 pub struct Verifier {
+    issuers: Vec<IssuerVerifier>,
+    max_ttl_secs: Option<u64>,
+}
+
+/// One trusted issuer's keys and claim rules.
+struct IssuerVerifier {
+    issuer: String,
     keys: Keys,
     /// One per algorithm family configured.
     validations: Vec<Validation>,
-    max_ttl_secs: Option<u64>,
+    audiences: Vec<String>,
+    scope_prefix: Option<String>,
+    default_scopes: u8,
+    user_claim: String,
+    token_use: Option<String>,
 }
 
 enum Keys {
@@ -278,131 +579,61 @@ enum Refusal {
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verifier")
-            .field(
-                "algorithms",
-                &self
+        let mut list = f.debug_list();
+        for issuer in &self.issuers {
+            list.entry(&format_args!(
+                "{} {:?}",
+                issuer.issuer,
+                issuer
                     .validations
                     .iter()
                     .flat_map(|v| v.algorithms.iter())
-                    .collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
+                    .collect::<Vec<_>>()
+            ));
+        }
+        list.finish()
     }
 }
 
+/// The part of an unverified payload that picks the issuer to verify it against.
 #[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    /// A string: an array `iss` (which jsonwebtoken would match element-wise) is refused.
-    #[allow(dead_code)]
+struct NamedIssuer {
     iss: String,
-    exp: u64,
-    #[serde(default)]
-    iat: Option<u64>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    scp: Option<ScpClaim>,
 }
 
+/// An OpenID provider's configuration document: only what is used.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum ScpClaim {
-    Spaced(String),
-    List(Vec<String>),
+struct Discovered {
+    issuer: String,
+    jwks_uri: String,
 }
 
 impl Verifier {
-    /// Builds a verifier for any key; a JWKS is fetched here, once (cold start).
+    /// Builds a verifier; JWKS (and discovery documents) are fetched here, once (cold start).
     pub async fn connect(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let VerificationKey::JwksUrl(url) = &config.key else {
-            return Self::new(config);
-        };
-        if !(url.starts_with("https://")
-            || url.starts_with("http://127.0.0.1")
-            || url.starts_with("http://localhost"))
-        {
-            return Err(ConfigError::invalid(
-                "JWT_JWKS_URL",
-                "must be an https:// URL",
-            ));
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for issuer in &config.issuers {
+            issuers.push(IssuerVerifier::connect(issuer, config.jwks_min_refresh).await?);
         }
-        config.check_key_fits_algorithms()?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| ConfigError::invalid("JWT_JWKS_URL", e.to_string()))?;
-        let keys = Jwks::fetch(url, &http)
-            .await
-            .map_err(|e| ConfigError::invalid("JWT_JWKS_URL", e))?;
-        Ok(Self {
-            keys: Keys::Jwks(Jwks {
-                url: url.clone(),
-                refetch_interval: JWKS_REFETCH_INTERVAL,
-                http,
-                keys: RwLock::new(keys),
-                fetched: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-            }),
-            validations: validations(config),
-            max_ttl_secs: config.max_ttl_secs,
-        })
+        Self::of(issuers, config)
     }
 
-    /// Builds a verifier for a static key; fails when the key does not fit the algorithms.
+    /// Builds a verifier for static keys only (no JWKS, no discovery).
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        config.check_key_fits_algorithms()?;
-        let key = match &config.key {
-            VerificationKey::Secret(secret) => {
-                if secret.expose().len() < 32 {
-                    return Err(ConfigError::invalid(
-                        "JWT_SECRET",
-                        "must be at least 32 bytes",
-                    ));
-                }
-                DecodingKey::from_secret(secret.expose().as_bytes())
-            }
-            VerificationKey::SecretArn(_) => {
-                return Err(ConfigError::invalid(
-                    "JWT_SECRET_ARN",
-                    "the secret must be read from Secrets Manager before verifying tokens",
-                ));
-            }
-            VerificationKey::JwksUrl(_) => {
-                return Err(ConfigError::invalid(
-                    "JWT_JWKS_URL",
-                    "a JWKS is fetched by Verifier::connect",
-                ));
-            }
-            VerificationKey::PublicKeyPem(pem) => {
-                let pem = pem.as_bytes();
-                let (key, kind, fits) = match DecodingKey::from_rsa_pem(pem) {
-                    Ok(key) => (key, "an RSA key verifies RS*/PS*", 1),
-                    Err(_) => (
-                        DecodingKey::from_ec_pem(pem).map_err(|_| {
-                            ConfigError::invalid(
-                                "JWT_PUBLIC_KEY",
-                                "not an RSA or EC public key in PEM",
-                            )
-                        })?,
-                        "an EC key verifies ES*",
-                        2,
-                    ),
-                };
-                // Every token of another family would be refused: say so now, not at the
-                // first request.
-                if let Some(other) = config.algorithms.iter().find(|a| family(**a) != fits) {
-                    return Err(ConfigError::invalid(
-                        "JWT_ALGORITHMS",
-                        format!("{other:?} cannot be verified with JWT_PUBLIC_KEY: {kind} only"),
-                    ));
-                }
-                key
-            }
-        };
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|issuer| IssuerVerifier::new(issuer, static_key(issuer)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::of(issuers, config)
+    }
+
+    fn of(issuers: Vec<IssuerVerifier>, config: &AuthConfig) -> Result<Self, ConfigError> {
+        if issuers.is_empty() {
+            return Err(ConfigError::Missing("JWT_ISSUER"));
+        }
         Ok(Self {
-            keys: Keys::Static(key),
-            validations: validations(config),
+            issuers,
             max_ttl_secs: config.max_ttl_secs,
         })
     }
@@ -410,17 +641,168 @@ impl Verifier {
     /// Changes how often an unknown `kid` may trigger a JWKS fetch (tests; the default is
     /// [`JWKS_REFETCH_INTERVAL`]).
     pub fn set_jwks_refetch_interval(&mut self, interval: Duration) {
-        if let Keys::Jwks(jwks) = &mut self.keys {
-            jwks.refetch_interval = interval;
+        for issuer in &mut self.issuers {
+            if let Keys::Jwks(jwks) = &mut issuer.keys {
+                jwks.refetch_interval = interval;
+            }
         }
     }
 
     /// Verifies a compact JWT against the keys at hand and returns the caller.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.check(token).map_err(|_| AuthError::Unauthorized)
+        self.check(token)
+            .map(|(p, _)| p)
+            .map_err(|_| AuthError::Unauthorized)
     }
 
-    fn check(&self, token: &str) -> Result<Principal, Refusal> {
+    /// The issuer a token names (read before its signature is checked, to pick the keys; the
+    /// chosen issuer's validation then requires that very `iss`).
+    fn issuer_of(&self, token: &str) -> Option<&IssuerVerifier> {
+        if let [only] = self.issuers.as_slice() {
+            return Some(only);
+        }
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        let named: NamedIssuer = serde_json::from_slice(&bytes).ok()?;
+        self.issuers.iter().find(|i| i.issuer == named.iss)
+    }
+
+    fn check(&self, token: &str) -> Result<(Principal, &IssuerVerifier), Refusal> {
+        let issuer = self.issuer_of(token).ok_or(Refusal::Invalid)?;
+        issuer
+            .check(token, self.max_ttl_secs)
+            .map(|principal| (principal, issuer))
+    }
+
+    /// Verifies the `Authorization: Bearer <token>` header value. A token signed by a key the
+    /// JWKS did not hold (a rotation) makes it fetch the JWKS again, at most once per interval.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Unauthorized)?;
+        match self.check(token) {
+            Ok((p, _)) => Ok(p),
+            Err(Refusal::UnknownKey) => {
+                if let Some(IssuerVerifier {
+                    keys: Keys::Jwks(jwks),
+                    ..
+                }) = self.issuer_of(token)
+                {
+                    jwks.refresh().await;
+                }
+                self.verify(token)
+            }
+            Err(Refusal::Invalid) => Err(AuthError::Unauthorized),
+        }
+    }
+}
+
+/// The decoding key of a static key setting.
+fn static_key(config: &IssuerConfig) -> Result<DecodingKey, ConfigError> {
+    config.check_key_fits_algorithms()?;
+    match &config.key {
+        VerificationKey::Secret(secret) => {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET",
+                    "must be at least 32 bytes",
+                ));
+            }
+            Ok(DecodingKey::from_secret(secret.expose().as_bytes()))
+        }
+        VerificationKey::SecretArn(_) => Err(ConfigError::invalid(
+            "JWT_SECRET_ARN",
+            "the secret must be read from Secrets Manager before verifying tokens",
+        )),
+        VerificationKey::JwksUrl(_) | VerificationKey::Discovery => Err(ConfigError::invalid(
+            "JWT_JWKS_URL",
+            "a JWKS is fetched by Verifier::connect",
+        )),
+        VerificationKey::PublicKeyPem(pem) => {
+            let pem = pem.as_bytes();
+            let (key, kind, fits) = match DecodingKey::from_rsa_pem(pem) {
+                Ok(key) => (key, "an RSA key verifies RS*/PS*", 1),
+                Err(_) => (
+                    DecodingKey::from_ec_pem(pem).map_err(|_| {
+                        ConfigError::invalid("JWT_PUBLIC_KEY", "not an RSA or EC public key in PEM")
+                    })?,
+                    "an EC key verifies ES*",
+                    2,
+                ),
+            };
+            // Every token of another family would be refused: say so now, not at the first
+            // request.
+            if let Some(other) = config.algorithms.iter().find(|a| family(**a) != fits) {
+                return Err(ConfigError::invalid(
+                    "JWT_ALGORITHMS",
+                    format!("{other:?} cannot be verified with JWT_PUBLIC_KEY: {kind} only"),
+                ));
+            }
+            Ok(key)
+        }
+    }
+}
+
+impl IssuerVerifier {
+    fn new(config: &IssuerConfig, key: DecodingKey) -> Result<Self, ConfigError> {
+        Ok(Self::with_keys(config, Keys::Static(key)))
+    }
+
+    fn with_keys(config: &IssuerConfig, keys: Keys) -> Self {
+        Self {
+            issuer: config.issuer.clone(),
+            keys,
+            validations: validations(config),
+            audiences: config.audiences.clone(),
+            scope_prefix: config.scope_prefix.clone(),
+            default_scopes: bits(&config.default_scopes),
+            user_claim: config.user_claim.clone(),
+            token_use: config.token_use.clone(),
+        }
+    }
+
+    async fn connect(config: &IssuerConfig, refresh: Duration) -> Result<Self, ConfigError> {
+        let (url, var) = match &config.key {
+            VerificationKey::JwksUrl(url) => (url.clone(), "JWT_JWKS_URL"),
+            VerificationKey::Discovery => (String::new(), "JWT_ISSUER"),
+            _ => return Self::new(config, static_key(config)?),
+        };
+        config.check_key_fits_algorithms()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| ConfigError::invalid(var, e.to_string()))?;
+        let url = if url.is_empty() {
+            discover(&config.issuer, &http)
+                .await
+                .map_err(|e| ConfigError::invalid(var, e))?
+        } else {
+            url
+        };
+        fetchable_url(&url).map_err(|e| ConfigError::invalid(var, e))?;
+        let keys = Jwks::fetch(&url, &http)
+            .await
+            .map_err(|e| ConfigError::invalid(var, e))?;
+        Ok(Self::with_keys(
+            config,
+            Keys::Jwks(Jwks {
+                url,
+                refetch_interval: refresh,
+                http,
+                keys: RwLock::new(keys),
+                fetched: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            }),
+        ))
+    }
+
+    fn check(&self, token: &str, max_ttl_secs: Option<u64>) -> Result<Principal, Refusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid)?;
         // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, or
         // refuse the token; this one understands none.
@@ -434,6 +816,7 @@ impl Verifier {
             .iter()
             .find(|v| v.algorithms.contains(&header.alg))
             .ok_or(Refusal::Invalid)?;
+        type Claims = serde_json::Map<String, serde_json::Value>;
         let decoded = match &self.keys {
             Keys::Static(key) => jsonwebtoken::decode::<Claims>(token, key, validation),
             Keys::Jwks(jwks) => {
@@ -448,65 +831,119 @@ impl Verifier {
                 jsonwebtoken::decode::<Claims>(token, &entry.key, validation)
             }
         };
-        let data = decoded.map_err(|e| {
-            tracing::debug!(reason = ?e.kind(), "token refused");
-            Refusal::Invalid
-        })?;
-        let claims = data.claims;
-        if !is_valid_user_id(&claims.sub) {
-            return Err(Refusal::Invalid);
+        let claims = decoded
+            .map_err(|e| {
+                tracing::debug!(reason = ?e.kind(), "token refused");
+                Refusal::Invalid
+            })?
+            .claims;
+        self.principal(&claims, max_ttl_secs)
+            .ok_or(Refusal::Invalid)
+    }
+
+    /// The caller a token's verified claims name, or `None` when a claim rule refuses them.
+    fn principal(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        max_ttl_secs: Option<u64>,
+    ) -> Option<Principal> {
+        use serde_json::Value;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        // A string: an array `iss` (which jsonwebtoken would match element-wise) is refused.
+        text("iss")?;
+        // Audience: `aud` when present (string or array of strings); only without `aud` the
+        // `client_id` (API Gateway's JWT authorizer rule: an OR would accept tokens minted for
+        // another API that share a client).
+        let accepted = |a: &str| self.audiences.iter().any(|x| x == a);
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(a)) => accepted(a),
+            Some(Value::Array(all)) => all.iter().any(|a| a.as_str().is_some_and(accepted)),
+            Some(_) => false,
+            None => text("client_id").is_some_and(accepted),
+        };
+        if !audience_ok {
+            return None;
         }
-        if let Some(max) = self.max_ttl_secs {
+        if let Some(expected) = &self.token_use
+            && text("token_use") != Some(expected.as_str())
+        {
+            return None;
+        }
+        let user = text(&self.user_claim)?;
+        if !is_valid_user_id(user) || user.starts_with(ANONYMOUS_PREFIX) {
+            return None;
+        }
+        if let Some(max) = max_ttl_secs {
+            let exp = claims.get("exp").and_then(Value::as_u64)?;
             let issued = claims
-                .iat
+                .get("iat")
+                .and_then(Value::as_u64)
                 .unwrap_or_else(jsonwebtoken::get_current_timestamp);
-            if claims.exp.saturating_sub(issued) > max + LEEWAY_SECS {
-                return Err(Refusal::Invalid);
+            if exp.saturating_sub(issued) > max + LEEWAY_SECS {
+                return None;
             }
         }
         let mut scopes = 0u8;
+        let mut carried = false;
         let mut grant = |s: &str| {
+            let s = match &self.scope_prefix {
+                Some(prefix) => match s.strip_prefix(prefix.as_str()) {
+                    Some(rest) => rest,
+                    None => return,
+                },
+                None => s,
+            };
             if let Some(scope) = Scope::parse(s) {
                 scopes |= scope.bit();
             }
         };
-        claims
-            .scope
-            .iter()
-            .flat_map(|s| s.split(' '))
-            .for_each(&mut grant);
-        match &claims.scp {
-            Some(ScpClaim::Spaced(s)) => s.split(' ').for_each(&mut grant),
-            Some(ScpClaim::List(list)) => list.iter().for_each(|s| grant(s)),
-            None => {}
+        for name in ["scope", "scp", "permissions"] {
+            match claims.get(name) {
+                None => continue,
+                Some(Value::String(spaced)) => spaced.split(' ').for_each(&mut grant),
+                Some(Value::Array(list)) => {
+                    list.iter().filter_map(Value::as_str).for_each(&mut grant)
+                }
+                // A scope claim of another shape is still a scope claim: no defaults.
+                Some(_) => {}
+            }
+            carried = true;
         }
-        Ok(Principal {
-            sub: claims.sub,
+        if !carried {
+            scopes = self.default_scopes;
+        }
+        Some(Principal {
+            sub: user.to_owned(),
             scopes,
         })
     }
+}
 
-    /// Verifies the `Authorization: Bearer <token>` header value. A token signed by a key the
-    /// JWKS did not hold (a rotation) makes it fetch the JWKS again, at most once a minute.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        let token = authorization
-            .and_then(|h| {
-                let (scheme, token) = h.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Unauthorized)?;
-        match self.check(token) {
-            Ok(p) => Ok(p),
-            Err(Refusal::UnknownKey) => {
-                if let Keys::Jwks(jwks) = &self.keys {
-                    jwks.refresh().await;
-                }
-                self.verify(token)
-            }
-            Err(Refusal::Invalid) => Err(AuthError::Unauthorized),
-        }
+/// The JWKS URL an OpenID provider publishes (OpenID Connect Discovery 1.0 §4): the document at
+/// `<issuer without a trailing />/.well-known/openid-configuration`, whose `issuer` must be the
+/// configured one exactly.
+async fn discover(issuer: &str, http: &reqwest::Client) -> Result<String, String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    fetchable_url(&url)?;
+    let doc: Discovered = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("fetching {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url} is not an OpenID configuration: {e}"))?;
+    if doc.issuer != issuer {
+        return Err(format!(
+            "{url} names issuer `{}`, not `{issuer}` (OpenID discovery requires them identical)",
+            doc.issuer
+        ));
     }
+    Ok(doc.jwks_uri)
 }
 
 fn is_hmac(a: &Algorithm) -> bool {
@@ -530,7 +967,7 @@ fn family(a: Algorithm) -> u8 {
 }
 
 /// One validation per algorithm family of the configuration (`RS256,ES256` needs two).
-fn validations(config: &AuthConfig) -> Vec<Validation> {
+fn validations(config: &IssuerConfig) -> Vec<Validation> {
     let mut out: Vec<Validation> = Vec::new();
     for &alg in &config.algorithms {
         match out
@@ -544,15 +981,17 @@ fn validations(config: &AuthConfig) -> Vec<Validation> {
     out
 }
 
-fn validation(config: &AuthConfig, alg: Algorithm) -> Validation {
+fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
     validation.leeway = LEEWAY_SECS;
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.set_issuer(&[&config.issuer]);
-    validation.set_audience(&[&config.audience]);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    // The audience (`aud`, else `client_id`) and the user claim are checked by
+    // `IssuerVerifier::principal`.
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iss"]);
     validation
 }
 
@@ -599,13 +1038,12 @@ mod tests {
     const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
 
     fn verifier() -> Verifier {
-        Verifier::new(&AuthConfig {
-            algorithms: vec![Algorithm::HS256],
-            key: VerificationKey::Secret(Secret::new(SECRET.into())),
-            issuer: "iss".into(),
-            audience: "aud".into(),
-            max_ttl_secs: None,
-        })
+        Verifier::new(&AuthConfig::one(IssuerConfig::new(
+            vec![Algorithm::HS256],
+            VerificationKey::Secret(Secret::new(SECRET.into())),
+            "iss",
+            "aud",
+        )))
         .unwrap()
     }
 
@@ -697,13 +1135,12 @@ mod tests {
     #[test]
     fn a_public_key_refuses_algorithms_of_another_family_at_start() {
         let rsa_public = include_str!("../../tests/fixtures/test-only-rsa-public.pem");
-        let err = Verifier::new(&AuthConfig {
-            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
-            key: VerificationKey::PublicKeyPem(rsa_public.into()),
-            issuer: "iss".into(),
-            audience: "aud".into(),
-            max_ttl_secs: None,
-        })
+        let err = Verifier::new(&AuthConfig::one(IssuerConfig::new(
+            vec![Algorithm::RS256, Algorithm::ES256],
+            VerificationKey::PublicKeyPem(rsa_public.into()),
+            "iss",
+            "aud",
+        )))
         .unwrap_err()
         .to_string();
         assert!(
@@ -786,13 +1223,12 @@ mod tests {
 
     #[test]
     fn secret_with_asymmetric_algorithms_is_a_config_error() {
-        let err = Verifier::new(&AuthConfig {
-            algorithms: vec![Algorithm::RS256],
-            key: VerificationKey::Secret(Secret::new(SECRET.into())),
-            issuer: "i".into(),
-            audience: "a".into(),
-            max_ttl_secs: None,
-        })
+        let err = Verifier::new(&AuthConfig::one(IssuerConfig::new(
+            vec![Algorithm::RS256],
+            VerificationKey::Secret(Secret::new(SECRET.into())),
+            "i",
+            "a",
+        )))
         .unwrap_err();
         assert!(err.to_string().contains("JWT_ALGORITHMS"));
     }

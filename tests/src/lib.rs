@@ -20,7 +20,7 @@ use aws_config::Region;
 use aws_sdk_dynamodb::config::Credentials;
 use serde_json::Value;
 use telemetry_cli::local::{LocalConfig, LocalStack, ResourceNames};
-use telemetry_shared::auth::{AuthConfig, VerificationKey};
+use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey};
 use telemetry_shared::config::Secret;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -91,13 +91,12 @@ pub fn unique_prefix() -> String {
 
 /// The test stacks' auth: HS256 with [`TEST_SECRET`].
 pub fn hs256_auth() -> AuthConfig {
-    AuthConfig {
-        algorithms: vec![jsonwebtoken::Algorithm::HS256],
-        key: VerificationKey::Secret(Secret::new(TEST_SECRET.into())),
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        max_ttl_secs: None,
-    }
+    AuthConfig::one(IssuerConfig::new(
+        vec![jsonwebtoken::Algorithm::HS256],
+        VerificationKey::Secret(Secret::new(TEST_SECRET.into())),
+        ISSUER,
+        AUDIENCE,
+    ))
 }
 
 /// A token from the test issuer.

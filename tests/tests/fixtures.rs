@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use serde_json::Value;
-use telemetry_shared::auth::{AuthConfig, VerificationKey, Verifier};
+use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey, Verifier};
 use telemetry_shared::config::Secret;
 use telemetry_shared::ports::MetricDefinitions;
 use telemetry_shared::ports::memory::{
@@ -22,13 +22,12 @@ use telemetry_shared::route::Route;
 const FIXTURE_SECRET: &str = "dev-only-secret-for-sam-local-invoke-do-not-deploy";
 
 fn verifier() -> Verifier {
-    Verifier::new(&AuthConfig {
-        algorithms: vec![jsonwebtoken::Algorithm::HS256],
-        key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
-        issuer: "telemetry-local".into(),
-        audience: "telemetry".into(),
-        max_ttl_secs: None,
-    })
+    Verifier::new(&AuthConfig::one(IssuerConfig::new(
+        vec![jsonwebtoken::Algorithm::HS256],
+        VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
+        "telemetry-local",
+        "telemetry",
+    )))
     .unwrap()
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use telemetry_e2e::{
     AUDIENCE, ISSUER, StackOptions, TEST_SECRET, TestStack, batch_with_ids, read, token,
 };
-use telemetry_shared::auth::{AuthConfig, VerificationKey};
+use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey};
 
 const RSA_PRIVATE: &str = include_str!("../fixtures/test-only-rsa-private.pem");
 const RSA_PUBLIC: &str = include_str!("../fixtures/test-only-rsa-public.pem");
@@ -229,13 +229,12 @@ async fn token_attacks_are_401_without_detail() {
 #[tokio::test]
 async fn rs256_public_key_used_as_hs256_secret_is_401() {
     let stack = TestStack::start_with(StackOptions {
-        auth: AuthConfig {
-            algorithms: vec![Algorithm::RS256],
-            key: VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            max_ttl_secs: None,
-        },
+        auth: AuthConfig::one(IssuerConfig::new(
+            vec![Algorithm::RS256],
+            VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
+            ISSUER,
+            AUDIENCE,
+        )),
         ..StackOptions::default()
     })
     .await;

@@ -11,7 +11,7 @@ use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use telemetry_e2e::{AUDIENCE, ISSUER, StackOptions, TestStack};
-use telemetry_shared::auth::{AuthConfig, AuthError, VerificationKey, Verifier};
+use telemetry_shared::auth::{AuthConfig, AuthError, IssuerConfig, VerificationKey, Verifier};
 
 const RSA_PRIVATE: &str = include_str!("../fixtures/test-only-rsa-private.pem");
 const JWKS: &str = include_str!("../fixtures/test-only-jwks.json");
@@ -47,13 +47,12 @@ async fn serve_jwks() -> (String, Server) {
 }
 
 fn config(url: &str) -> AuthConfig {
-    AuthConfig {
-        algorithms: vec![Algorithm::RS256],
-        key: VerificationKey::JwksUrl(url.to_string()),
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        max_ttl_secs: None,
-    }
+    AuthConfig::one(IssuerConfig::new(
+        vec![Algorithm::RS256],
+        VerificationKey::JwksUrl(url.to_string()),
+        ISSUER,
+        AUDIENCE,
+    ))
 }
 
 fn token(kid: &str, sub: &str) -> String {
@@ -153,7 +152,7 @@ async fn algorithms_of_several_families_work_together() {
     // validation of both refused every token.
     let (url, _) = serve_jwks().await;
     let mut both = config(&url);
-    both.algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+    both.issuers[0].algorithms = vec![Algorithm::RS256, Algorithm::ES256];
     let verifier = Verifier::connect(&both).await.unwrap();
     assert!(
         verifier
@@ -167,7 +166,7 @@ async fn a_jwk_that_declares_its_algorithm_verifies_only_that_one() {
     // The JWKS key says `"alg": "RS256"`; RS384 is configured too, but not for this key.
     let (url, _) = serve_jwks().await;
     let mut wider = config(&url);
-    wider.algorithms = vec![Algorithm::RS256, Algorithm::RS384];
+    wider.issuers[0].algorithms = vec![Algorithm::RS256, Algorithm::RS384];
     let verifier = Verifier::connect(&wider).await.unwrap();
     assert!(
         verifier

@@ -24,7 +24,10 @@ async fn jwt_secret_arn_is_resolved_through_secrets_manager() {
         ("JWT_AUDIENCE", "aud"),
     ]);
     let config = AuthConfig::from_env(&env).unwrap();
-    assert!(matches!(config.key, VerificationKey::SecretArn(_)));
+    assert!(matches!(
+        config.issuers[0].key,
+        VerificationKey::SecretArn(_)
+    ));
     // Unresolved, it cannot verify anything.
     assert!(Verifier::new(&config).is_err());
 
@@ -47,12 +50,10 @@ async fn jwt_secret_arn_is_resolved_through_secrets_manager() {
         "Debug must not show the secret"
     );
 
-    let missing = AuthConfig {
-        key: VerificationKey::SecretArn(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope".into(),
-        ),
-        ..resolved
-    };
+    let mut missing = resolved;
+    missing.issuers[0].key = VerificationKey::SecretArn(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope".into(),
+    );
     let err = telemetry_shared::aws::secrets::resolve(missing, &sdk)
         .await
         .unwrap_err();

@@ -174,49 +174,132 @@ fn parameter_defaults(t: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A value for the test: `Ref`s to parameters become their defaults, other functions a
-/// placeholder. `None` for `!If [cond, x, AWS::NoValue]` (set only under a condition).
-fn env_value(v: &Value, defaults: &BTreeMap<String, String>) -> Option<String> {
+/// A deployment's choices, for the environment tests: the conditions that hold, and parameter
+/// values beside the defaults.
+struct Choice {
+    name: &'static str,
+    holds: &'static [&'static str],
+    parameters: &'static [(&'static str, &'static str)],
+}
+
+/// Conditions of optional features, held in every choice (their variables are then set).
+const OPTIONAL_FEATURES: &[&str] = &["KeepsRejectedEvents"];
+
+/// The ways to configure identity: discovery, each key parameter, several issuers.
+const IDENTITY_CHOICES: &[Choice] = &[
+    Choice {
+        name: "discovery from JwtIssuer",
+        holds: &[],
+        parameters: &[("JwtIssuer", "https://idp.example.com")],
+    },
+    Choice {
+        name: "JwtPublicKey",
+        holds: &["HasPublicKey"],
+        parameters: &[("JwtIssuer", "issuer"), ("JwtPublicKey", "pem")],
+    },
+    Choice {
+        name: "JwtJwksUrl",
+        holds: &["HasJwksUrl"],
+        parameters: &[
+            ("JwtIssuer", "issuer"),
+            ("JwtJwksUrl", "https://idp.example.com/jwks.json"),
+        ],
+    },
+    Choice {
+        name: "JwtSecretArn",
+        holds: &["HasSecretArn"],
+        parameters: &[
+            ("JwtIssuer", "issuer"),
+            (
+                "JwtSecretArn",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:jwt",
+            ),
+            // A shared secret goes with HS* (the template's Rules enforce the pairing).
+            ("JwtAlgorithms", "HS256"),
+            ("JwtScopePrefix", "telemetry/"),
+            ("JwtDefaultScopes", "events:write"),
+            ("JwtTokenUse", "access"),
+        ],
+    },
+    Choice {
+        name: "JwtIssuers",
+        holds: &["HasIssuers"],
+        parameters: &[(
+            "JwtIssuers",
+            r#"[{"issuer":"https://a.example.com","audience":"telemetry"},{"issuer":"https://b.example.com","audience":["x","y"],"scopePrefix":"telemetry/","tokenUse":"access"}]"#,
+        )],
+    },
+];
+
+/// A variable's value under `choice`: `Ref`s to parameters become the choice's values or the
+/// defaults, `Fn::If` follows the branch the choice's conditions pick (`None`: unset), other
+/// functions a placeholder.
+fn env_value(
+    v: &Value,
+    params: &BTreeMap<String, String>,
+    holds: &dyn Fn(&str) -> bool,
+) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(m) if m.contains_key("Fn::If") => None,
+        Value::Object(m) if m.contains_key("Fn::If") => {
+            let args = m["Fn::If"].as_array().unwrap();
+            let branch = if holds(args[0].as_str().unwrap()) {
+                &args[1]
+            } else {
+                &args[2]
+            };
+            if branch["Ref"] == "AWS::NoValue" {
+                None
+            } else {
+                env_value(branch, params, holds)
+            }
+        }
         Value::Object(m) if m.contains_key("Ref") => {
             let name = m["Ref"].as_str().unwrap();
             Some(
-                defaults
+                // An empty parameter is an empty variable, which the configs read as unset.
+                params
                     .get(name)
-                    .filter(|d| !d.is_empty())
                     .cloned()
                     .unwrap_or_else(|| format!("value-of-{name}")),
             )
         }
         Value::Object(m) if m.contains_key("Fn::Join") => {
-            let parts = &m["Fn::Join"][1];
-            let part = env_value(parts, defaults).unwrap_or_default();
-            Some(part)
+            env_value(&m["Fn::Join"][1], params, holds)
         }
         Value::Object(_) => Some("value".into()),
         other => panic!("unexpected environment value {other}"),
     }
 }
 
-/// Environment variables a function gets: (name, value for the test, conditional?).
-fn environment(t: &Value, function: &Value) -> Vec<(String, String, bool)> {
-    let defaults = parameter_defaults(t);
+/// The variable definitions of a function (the globals' and its own).
+fn variables(t: &Value, function: &Value) -> Vec<(String, Value)> {
     let mut vars = Vec::new();
     for source in [&t["Globals"]["Function"], &function["Properties"]] {
-        let Some(map) = source["Environment"]["Variables"].as_object() else {
-            continue;
-        };
-        for (name, v) in map {
-            match env_value(v, &defaults) {
-                Some(value) => vars.push((name.clone(), value, false)),
-                None => vars.push((name.clone(), "value".into(), true)),
-            }
+        if let Some(map) = source["Environment"]["Variables"].as_object() {
+            vars.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
     }
     vars
+}
+
+/// Every variable a function may get, under any choice.
+fn variable_names(t: &Value, function: &Value) -> BTreeSet<String> {
+    variables(t, function).into_iter().map(|v| v.0).collect()
+}
+
+/// The environment a function gets under `choice`.
+fn environment(t: &Value, function: &Value, choice: &Choice) -> Vec<(String, String)> {
+    let mut params = parameter_defaults(t);
+    for (k, v) in choice.parameters {
+        params.insert(k.to_string(), v.to_string());
+    }
+    let holds = |c: &str| choice.holds.contains(&c) || OPTIONAL_FEATURES.contains(&c);
+    variables(t, function)
+        .into_iter()
+        .filter_map(|(name, v)| env_value(&v, &params, &holds).map(|value| (name, value)))
+        .collect()
 }
 
 /// Runs a function's config reader over `env`; returns whether it accepted it.
@@ -237,47 +320,49 @@ fn template_environment_matches_each_config() {
     let t = cfn::template();
     for (id, f) in functions(&t) {
         let krate = crate_of(&id);
-        let vars = environment(&t, f);
-
-        // Everything required is set: the unconditional variables, plus one of the
-        // conditional key settings (JWT_PUBLIC_KEY, JWT_JWKS_URL or JWT_SECRET_ARN), suffice.
-        // The JWT key variables are alternatives; other conditional ones are simply optional.
-        let keys: Vec<&String> = vars
-            .iter()
-            .filter(|v| v.2 && v.0.starts_with("JWT_"))
-            .map(|v| &v.0)
-            .collect();
-        let base: Vec<(String, String)> = vars
-            .iter()
-            .filter(|v| !(v.2 && v.0.starts_with("JWT_")))
-            .map(|v| (v.0.clone(), v.1.clone()))
-            .collect();
-        let choices: Vec<Option<&String>> = if keys.is_empty() {
-            vec![None]
-        } else {
-            keys.iter().map(|c| Some(*c)).collect()
-        };
+        // Every identity choice the Rules accept gives an environment the config accepts...
         let mut read = BTreeSet::new();
-        for choice in choices {
-            let mut set = base.clone();
-            set.extend(choice.map(|c| (c.clone(), "value".to_string())));
-            // A shared secret goes with HS* (the template's Rules enforce the pairing).
-            if choice.is_some_and(|c| c == "JWT_SECRET_ARN") {
-                set.retain(|(k, _)| k != "JWT_ALGORITHMS");
-                set.push(("JWT_ALGORITHMS".into(), "HS256".into()));
-            }
-            let env = Env::from_map(set);
-            read_config(&krate, &env).unwrap_or_else(|e| panic!("{id} with {choice:?}: {e}"));
+        for choice in IDENTITY_CHOICES {
+            let env = Env::from_map(environment(&t, f, choice));
+            read_config(&krate, &env).unwrap_or_else(|e| panic!("{id} with {}: {e}", choice.name));
             read.extend(env.names_read());
         }
-
-        // Everything set is read.
-        for (name, _, _) in &vars {
+        // ... and everything the template can set is read.
+        for name in variable_names(&t, f) {
             assert!(
-                read.contains(name) || READ_OUTSIDE_CONFIG.contains(&name.as_str()),
+                read.contains(&name) || READ_OUTSIDE_CONFIG.contains(&name.as_str()),
                 "{id} sets {name}, which its config never reads"
             );
         }
+    }
+}
+
+#[test]
+fn the_identity_choices_are_what_the_rules_accept() {
+    let t = cfn::template();
+    for choice in IDENTITY_CHOICES {
+        let mut parameters: BTreeMap<&str, Value> = BTreeMap::from([
+            ("JwtIssuer", json!("")),
+            ("JwtIssuers", json!("")),
+            ("JwtPublicKey", json!("")),
+            ("JwtJwksUrl", json!("")),
+            ("JwtSecretArn", json!("")),
+            ("JwtSecretKmsKeyArn", json!("")),
+            ("JwtAlgorithms", json!(["RS256"])),
+        ]);
+        for (k, v) in choice.parameters {
+            if parameters.contains_key(k) {
+                parameters.insert(
+                    k,
+                    if *k == "JwtAlgorithms" {
+                        json!([v])
+                    } else {
+                        json!(v)
+                    },
+                );
+            }
+        }
+        assert_eq!(rules_accept(&t, &parameters), Ok(()), "{}", choice.name);
     }
 }
 
@@ -413,6 +498,8 @@ fn rules_accept_exactly_the_key_settings_the_functions_accept() {
                 "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt",
             );
             let parameters: BTreeMap<&str, Value> = BTreeMap::from([
+                ("JwtIssuer", json!("issuer")),
+                ("JwtIssuers", json!("")),
                 ("JwtPublicKey", json!(public_key)),
                 ("JwtJwksUrl", json!(jwks)),
                 ("JwtSecretArn", json!(secret)),
@@ -452,14 +539,35 @@ fn rules_accept_exactly_the_key_settings_the_functions_accept() {
     }
     assert!(seen.0 >= 4 && seen.1 >= 20, "{seen:?}");
     // A customer key without a secret to decrypt is refused too.
-    let parameters = BTreeMap::from([
+    let base = BTreeMap::from([
+        ("JwtIssuer", json!("issuer")),
+        ("JwtIssuers", json!("")),
         ("JwtPublicKey", json!("pem")),
         ("JwtJwksUrl", json!("")),
         ("JwtSecretArn", json!("")),
-        ("JwtSecretKmsKeyArn", json!("arn:aws:kms:eu-west-1:1:key/k")),
+        ("JwtSecretKmsKeyArn", json!("")),
         ("JwtAlgorithms", json!(["RS256"])),
     ]);
-    assert!(rules_accept(&t, &parameters).is_err());
+    assert_eq!(rules_accept(&t, &base), Ok(()));
+    let with = |changes: &[(&'static str, Value)]| {
+        let mut p = base.clone();
+        p.extend(changes.iter().cloned());
+        rules_accept(&t, &p)
+    };
+    assert!(with(&[("JwtSecretKmsKeyArn", json!("arn:aws:kms:eu-west-1:1:key/k"))]).is_err());
+    // One issuer or several, never both or neither; several carry their own keys.
+    let issuers = json!(r#"[{"issuer":"https://a","audience":"x"}]"#);
+    assert!(with(&[("JwtIssuer", json!(""))]).is_err());
+    assert!(with(&[("JwtIssuers", issuers.clone())]).is_err());
+    assert!(with(&[("JwtIssuer", json!("")), ("JwtIssuers", issuers.clone())]).is_err());
+    assert_eq!(
+        with(&[
+            ("JwtIssuer", json!("")),
+            ("JwtIssuers", issuers),
+            ("JwtPublicKey", json!(""))
+        ]),
+        Ok(())
+    );
 }
 
 /// Attributes SAM adds to a function and pseudo parameters.
@@ -1052,10 +1160,7 @@ fn the_local_stack_configures_every_function_with_variables_the_template_gives_i
         "the local stack configures exactly the template's functions"
     );
     for (id, vars) in &local {
-        let names: BTreeSet<String> = environment(&t, declared[*id])
-            .into_iter()
-            .map(|v| v.0)
-            .collect();
+        let names = variable_names(&t, declared[*id]);
         for (name, _) in vars {
             assert!(
                 names.contains(*name),

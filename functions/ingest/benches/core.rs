@@ -5,7 +5,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::hint::black_box;
-use telemetry_shared::auth::{AuthConfig, VerificationKey, Verifier};
+use telemetry_shared::auth::{AuthConfig, IssuerConfig, VerificationKey, Verifier};
 use telemetry_shared::batch::{self, Enrichment};
 
 const RSA_PRIVATE: &str = include_str!("../../../tests/fixtures/test-only-rsa-private.pem");
@@ -13,13 +13,12 @@ const RSA_PUBLIC: &str = include_str!("../../../tests/fixtures/test-only-rsa-pub
 
 fn ingest(c: &mut Criterion) {
     let body = telemetry_shared::sample::request_body(100, 1024);
-    let verifier = Verifier::new(&AuthConfig {
-        algorithms: vec![Algorithm::RS256],
-        key: VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
-        issuer: "bench".into(),
-        audience: "telemetry".into(),
-        max_ttl_secs: None,
-    })
+    let verifier = Verifier::new(&AuthConfig::one(IssuerConfig::new(
+        vec![Algorithm::RS256],
+        VerificationKey::PublicKeyPem(RSA_PUBLIC.into()),
+        "bench",
+        "telemetry",
+    )))
     .unwrap();
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({"sub": "bench-user", "iss": "bench", "aud": "telemetry", "exp": now + 86_400, "scope": "events:write"});

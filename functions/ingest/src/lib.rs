@@ -387,7 +387,7 @@ pub async fn from_config(
 #[cfg(test)]
 mod tests {
     use aws_lambda_events::encodings::Body;
-    use telemetry_shared::auth::VerificationKey;
+    use telemetry_shared::auth::{IssuerConfig, VerificationKey};
     use telemetry_shared::config::Secret;
     use telemetry_shared::ports::memory::MemorySink;
 
@@ -398,13 +398,12 @@ mod tests {
 
     /// The handler and the sink it writes to.
     fn handler() -> (Ingest, Arc<MemorySink>) {
-        let verifier = Verifier::new(&AuthConfig {
-            algorithms: vec![jsonwebtoken::Algorithm::HS256],
-            key: VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
-            issuer: "telemetry-local".into(),
-            audience: "telemetry".into(),
-            max_ttl_secs: None,
-        })
+        let verifier = Verifier::new(&AuthConfig::one(IssuerConfig::new(
+            vec![jsonwebtoken::Algorithm::HS256],
+            VerificationKey::Secret(Secret::new(FIXTURE_SECRET.into())),
+            "telemetry-local",
+            "telemetry",
+        )))
         .unwrap();
         let sink = Arc::new(MemorySink::default());
         (Ingest::new(verifier, sink.clone()), sink)

@@ -994,7 +994,7 @@ mod tests {
 
     mod metrics_api {
         use aws_lambda_events::encodings::Body;
-        use telemetry_shared::auth::VerificationKey;
+        use telemetry_shared::auth::{IssuerConfig, VerificationKey};
         use telemetry_shared::config::Secret;
         use telemetry_shared::ports::memory::{
             MemoryCounts, MemoryMetricDefinitions, MemoryMetrics, MemoryRoutes, MemoryStore,
@@ -1006,13 +1006,12 @@ mod tests {
         const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
 
         fn handler() -> Query {
-            let verifier = Verifier::new(&AuthConfig {
-                algorithms: vec![jsonwebtoken::Algorithm::HS256],
-                key: VerificationKey::Secret(Secret::new(SECRET.into())),
-                issuer: "iss".into(),
-                audience: "aud".into(),
-                max_ttl_secs: None,
-            })
+            let verifier = Verifier::new(&AuthConfig::one(IssuerConfig::new(
+                vec![jsonwebtoken::Algorithm::HS256],
+                VerificationKey::Secret(Secret::new(SECRET.into())),
+                "iss",
+                "aud",
+            )))
             .unwrap();
             Query::new(
                 verifier,

@@ -9,7 +9,10 @@ pub async fn resolve(
     mut auth: AuthConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<AuthConfig, ConfigError> {
-    if let VerificationKey::SecretArn(arn) = &auth.key {
+    for issuer in &mut auth.issuers {
+        let VerificationKey::SecretArn(arn) = &issuer.key else {
+            continue;
+        };
         let out = aws_sdk_secretsmanager::Client::new(sdk)
             .get_secret_value()
             .secret_id(arn)
@@ -27,7 +30,7 @@ pub async fn resolve(
             .ok_or_else(|| {
                 ConfigError::invalid("JWT_SECRET_ARN", "the secret has no string value")
             })?;
-        auth.key = VerificationKey::Secret(Secret::new(secret.to_string()));
+        issuer.key = VerificationKey::Secret(Secret::new(secret.to_string()));
     }
     Ok(auth)
 }
