@@ -433,7 +433,10 @@ impl IssuerVars {
             user_claim: self.user_claim.unwrap_or_else(|| DEFAULT_USER_CLAIM.into()),
             token_use: self.token_use,
         };
-        config.check_key_fits_algorithms()?;
+        config.check_key_fits_algorithms().map_err(|e| match e {
+            ConfigError::Invalid { name, reason } => ConfigError::invalid(var(name), reason),
+            missing => missing,
+        })?;
         Ok(config)
     }
 }
@@ -1219,6 +1222,275 @@ mod tests {
         let p = Principal::new("a", &[Scope::Admin]);
         assert!(p.has(Scope::EventsRead) && p.has(Scope::CountsRead));
         assert!(!p.has(Scope::EventsWrite));
+    }
+
+    /// An HS256 issuer with this claim mapping (the key type does not matter to the mapping).
+    fn mapped(issuer: &str, secret: &str, map: impl FnOnce(&mut IssuerConfig)) -> IssuerConfig {
+        let mut c = IssuerConfig::new(
+            vec![Algorithm::HS256],
+            VerificationKey::Secret(Secret::new(secret.into())),
+            issuer,
+            "aud",
+        );
+        map(&mut c);
+        c
+    }
+
+    fn signed(secret: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn with(base: &serde_json::Value, patch: serde_json::Value) -> serde_json::Value {
+        let mut claims = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    }
+
+    #[test]
+    fn only_https_or_loopback_http_is_fetched() {
+        for ok in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost:9000/",
+            "http://[::1]/jwks",
+            "http://127.9.9.9/x",
+        ] {
+            assert!(fetchable_url(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://localhost.example.org/jwks",
+            "http://127.0.0.1@example.org/jwks",
+            "http://127.0.0.1.nip.io/jwks",
+            "http://example.org/?127.0.0.1",
+            "http://idp.example.com/jwks",
+            "ftp://127.0.0.1/jwks",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(fetchable_url(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_cognito_access_token_is_matched_by_client_id_with_prefixed_scopes() {
+        let iss = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc";
+        let v = Verifier::new(&AuthConfig::one(mapped(iss, SECRET, |c| {
+            c.audiences = vec!["client-1".into(), "client-2".into()];
+            c.scope_prefix = Some("https://api.example.com/".into());
+            c.token_use = Some("access".into());
+        })))
+        .unwrap();
+        let access = serde_json::json!({
+            "sub": "5f1c-uuid", "iss": iss, "client_id": "client-2", "token_use": "access",
+            "scope": "https://api.example.com/events:write aws.cognito.signin.user.admin events:read",
+            "exp": now() + 600,
+        });
+        let p = v.verify(&signed(SECRET, access.clone())).unwrap();
+        assert_eq!(p.sub, "5f1c-uuid");
+        assert!(p.has(Scope::EventsWrite));
+        // A scope without the prefix is ignored, even one named like ours.
+        assert!(!p.has(Scope::EventsRead));
+        for (what, patch) in [
+            (
+                "another client",
+                serde_json::json!({"client_id": "client-3"}),
+            ),
+            ("an ID token", serde_json::json!({"token_use": "id"})),
+            ("no token_use", serde_json::json!({"token_use": null})),
+            // With an `aud`, only the `aud` counts: client_id does not rescue a token minted
+            // for another API.
+            (
+                "aud of another API",
+                serde_json::json!({"aud": "other-api"}),
+            ),
+        ] {
+            assert_eq!(
+                v.verify(&signed(SECRET, with(&access, patch))),
+                Err(AuthError::Unauthorized),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_tokens_get_the_default_scopes_and_tokens_with_scopes_do_not() {
+        let iss = "https://securetoken.google.com/my-game";
+        let v = Verifier::new(&AuthConfig::one(mapped(iss, SECRET, |c| {
+            c.audiences = vec!["my-game".into()];
+            c.default_scopes = vec![Scope::EventsWrite];
+        })))
+        .unwrap();
+        // A Firebase ID token (anonymous sign-in looks the same): aud = project, no scope.
+        let id = serde_json::json!({
+            "sub": "Xq3firebaseUid", "user_id": "Xq3firebaseUid", "iss": iss, "aud": "my-game",
+            "firebase": {"sign_in_provider": "anonymous"}, "iat": now(), "exp": now() + 3600,
+        });
+        let p = v.verify(&signed(SECRET, id.clone())).unwrap();
+        assert!(p.has(Scope::EventsWrite) && !p.has(Scope::EventsRead));
+        // A token that carries scopes keeps exactly those, even when they grant nothing here.
+        for claim in [
+            serde_json::json!({"scope": "counts:read"}),
+            serde_json::json!({"scp": []}),
+            serde_json::json!({"permissions": ["something:else"]}),
+        ] {
+            let p = v.verify(&signed(SECRET, with(&id, claim.clone()))).unwrap();
+            assert!(!p.has(Scope::EventsWrite), "{claim}");
+        }
+    }
+
+    #[test]
+    fn auth0_permissions_and_another_user_claim_are_read() {
+        let iss = "https://tenant.eu.auth0.com/";
+        let v = Verifier::new(&AuthConfig::one(mapped(iss, SECRET, |c| {
+            c.audiences = vec!["https://telemetry.example.com".into()];
+            c.user_claim = "https://example.com/player_id".into();
+        })))
+        .unwrap();
+        let t = serde_json::json!({
+            "sub": "auth0|abc", "https://example.com/player_id": "player-7", "iss": iss,
+            "aud": ["https://telemetry.example.com", "https://tenant.eu.auth0.com/userinfo"],
+            "permissions": ["events:write", "counts:read"], "scope": "openid profile",
+            "exp": now() + 600,
+        });
+        let p = v.verify(&signed(SECRET, t.clone())).unwrap();
+        assert_eq!(p.sub, "player-7");
+        assert!(p.has(Scope::EventsWrite) && p.has(Scope::CountsRead));
+        for (what, patch) in [
+            (
+                "no user claim",
+                serde_json::json!({"https://example.com/player_id": null}),
+            ),
+            (
+                "user claim not a string",
+                serde_json::json!({"https://example.com/player_id": 7}),
+            ),
+            (
+                "anonymous-looking user",
+                serde_json::json!({"https://example.com/player_id": "anon:x"}),
+            ),
+        ] {
+            assert_eq!(
+                v.verify(&signed(SECRET, with(&t, patch))),
+                Err(AuthError::Unauthorized),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_is_checked_only_against_the_issuer_it_names() {
+        let players = "https://players.example.com";
+        let servers = "https://servers.example.com";
+        let other_secret = "another-test-only-secret-of-32-bytes!!!";
+        let v = Verifier::new(&AuthConfig {
+            issuers: vec![
+                mapped(players, SECRET, |c| {
+                    c.default_scopes = vec![Scope::EventsWrite]
+                }),
+                mapped(servers, other_secret, |_| {}),
+            ],
+            max_ttl_secs: None,
+            jwks_min_refresh: Duration::from_secs(60),
+        })
+        .unwrap();
+        let claims = |iss: &str| serde_json::json!({"sub": "u1", "iss": iss, "aud": "aud", "exp": now() + 600});
+        assert!(
+            v.verify(&signed(SECRET, claims(players)))
+                .unwrap()
+                .has(Scope::EventsWrite)
+        );
+        let server = v.verify(&signed(other_secret, claims(servers))).unwrap();
+        assert!(!server.has(Scope::EventsWrite), "each issuer's own mapping");
+        // Signed by one issuer's key, naming the other: refused.
+        assert!(v.verify(&signed(SECRET, claims(servers))).is_err());
+        assert!(v.verify(&signed(other_secret, claims(players))).is_err());
+        assert!(
+            v.verify(&signed(SECRET, claims("https://unknown.example.com")))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn write_as_implies_write_and_is_never_a_default() {
+        let p = Principal::new("server", &[Scope::EventsWriteAs]);
+        assert!(p.has(Scope::EventsWrite) && p.has(Scope::EventsWriteAs));
+        assert!(!Principal::new("u", &[Scope::EventsWrite]).has(Scope::EventsWriteAs));
+        let env = |defaults: &str| {
+            crate::config::Env::from_map([
+                ("JWT_ISSUER", "https://idp.example.com"),
+                ("JWT_AUDIENCE", "aud"),
+                ("JWT_DEFAULT_SCOPES", defaults),
+            ])
+        };
+        assert!(AuthConfig::from_env(&env("events:write")).is_ok());
+        for refused in ["admin", "events:write-as", "events:write nonsense"] {
+            let err = AuthConfig::from_env(&env(refused)).unwrap_err().to_string();
+            assert!(err.contains("JWT_DEFAULT_SCOPES"), "{refused}: {err}");
+        }
+    }
+
+    #[test]
+    fn jwt_issuers_is_read_strictly() {
+        let env =
+            |vars: &[(&'static str, &'static str)]| crate::config::Env::from_map(vars.to_vec());
+        let good = r#"[{"issuer":"https://a.example.com","audience":["x","y"],"scopePrefix":"telemetry/"},
+                       {"issuer":"https://b.example.com","audience":"z","jwksUrl":"https://b.example.com/keys","tokenUse":"access"}]"#;
+        let c = AuthConfig::from_env(&env(&[("JWT_ISSUERS", good)])).unwrap();
+        assert_eq!(c.issuers.len(), 2);
+        assert_eq!(c.issuers[0].audiences, ["x", "y"]);
+        assert!(matches!(c.issuers[0].key, VerificationKey::Discovery));
+        assert_eq!(c.issuers[1].token_use.as_deref(), Some("access"));
+        for (what, vars) in [
+            ("not JSON", vec![("JWT_ISSUERS", "[{")]),
+            ("empty", vec![("JWT_ISSUERS", "[]")]),
+            (
+                "unknown field",
+                vec![(
+                    "JWT_ISSUERS",
+                    r#"[{"issuer":"i","audience":"a","secret":"s"}]"#,
+                )],
+            ),
+            ("no audience", vec![("JWT_ISSUERS", r#"[{"issuer":"i"}]"#)]),
+            (
+                "twice the same issuer",
+                vec![(
+                    "JWT_ISSUERS",
+                    r#"[{"issuer":"i","audience":"a"},{"issuer":"i","audience":"b"}]"#,
+                )],
+            ),
+            (
+                "HS* without a secret",
+                vec![(
+                    "JWT_ISSUERS",
+                    r#"[{"issuer":"i","audience":"a","algorithms":"HS256"}]"#,
+                )],
+            ),
+            (
+                "beside JWT_ISSUER",
+                vec![
+                    ("JWT_ISSUERS", r#"[{"issuer":"i","audience":"a"}]"#),
+                    ("JWT_ISSUER", "j"),
+                ],
+            ),
+        ] {
+            let err = AuthConfig::from_env(&env(&vars));
+            assert!(err.is_err(), "{what}");
+            assert!(
+                err.unwrap_err().to_string().contains("JWT_ISSUER"),
+                "{what}"
+            );
+        }
     }
 
     #[test]
