@@ -6,6 +6,7 @@ VENV        := .venv
 PYTHON      ?= python3
 PYTHON_REQS := scripts/python-requirements.txt
 PYTHON_OK := $(VENV)/.installed
+NODE_OK := node_modules/.installed
 # `make dev` and `make test` use different ports, so tests can run while the dev stack is up.
 DEV_EMULATOR_PORT  ?= 4566
 TEST_EMULATOR_PORT ?= 4599
@@ -84,8 +85,16 @@ lint: $(PYTHON_OK)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-eu-west-1} $(SAM) validate --lint
 	python3 -m unittest discover -s scripts -p 'test_*.py'
 
-test: $(PYTHON_OK) fmt-check clippy lint
+test: $(PYTHON_OK) $(NODE_OK) fmt-check clippy lint
 	scripts/with-emulator.sh $(TEST_EMULATOR_PORT) cargo test --workspace
+
+# The tests' JavaScript tools (a real OpenID provider), pinned by package-lock.json, into
+# node_modules/. Node.js comes from the OS (Debian's `nodejs` and `npm` packages).
+$(NODE_OK): package.json package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "make test needs Node.js >= 20 and npm (Debian/Ubuntu: apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The tools of `make build` (cargo-zigbuild and zig, pinned), in .venv/ beside the emulator's.
 $(BUILD_OK): scripts/build-requirements.txt
