@@ -192,14 +192,15 @@ async fn discovery_requires_the_document_to_name_exactly_the_configured_issuer()
     let provider = Provider::start(free_port(), &keys_file(), false).await;
     // Same discovery URL (the trailing slash is trimmed to build it), but the document says
     // `http://127.0.0.1:<port>`: OpenID Discovery §4.3 says to refuse it.
-    let err = Verifier::connect(&discovery_only(
+    let connected = Verifier::connect(&discovery_only(
         &format!("{}/", provider.issuer),
         "telemetry",
     ))
-    .await
-    .err()
-    .expect("an issuer mismatch stops start-up")
-    .to_string();
+    .await;
+    let Err(err) = connected else {
+        panic!("an issuer mismatch must stop start-up");
+    };
+    let err = err.to_string();
     assert!(
         err.contains("JWT_ISSUER") && err.contains("issuer"),
         "{err}"
